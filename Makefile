@@ -1,0 +1,59 @@
+# rf_ref: `make test` and `make demo` do all set-up on a fresh machine with Python 3.11.
+# VENV may point outside the clone (.ci/run keeps one under ~/.cache) so fresh clones reuse it.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.rf_ref-deps
+PKG_STAMP := $(VENV)/.rf_ref-pkg
+# torch uses every core by default; two notebook workers share the machine
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED ?= 0
+
+.PHONY: install test check nbtest pytest slow demo clean export
+
+# Reinstall only when the pins change (deps) or the clone moved / packaging changed (package).
+install:
+	@want="$$(cat requirements.txt | sha256sum | cut -c1-16)"; \
+	if [ "$$(cat $(DEPS_STAMP) 2>/dev/null)" != "$$want" ]; then \
+	  echo "== installing pinned dependencies into $(VENV) (several minutes the first time)"; \
+	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || exit 1; \
+	  $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -r requirements.txt && echo "$$want" > $(DEPS_STAMP) || exit 1; \
+	fi; \
+	want="$$(cat setup.py settings.ini | sha256sum | cut -c1-16) $(CURDIR)"; \
+	if [ "$$(cat $(PKG_STAMP) 2>/dev/null)" != "$$want" ]; then \
+	  echo "== installing rf_ref (editable) from $(CURDIR)"; \
+	  $(PY) -m pip install -q --no-deps --no-build-isolation -e . && echo "$$want" > $(PKG_STAMP) || exit 1; \
+	fi
+
+# The exported package and the cleaned notebooks must be what is committed.
+check: install
+	@$(BIN)/nbdev_export
+	@out="$$(git status --porcelain -- rf_ref)"; if [ -n "$$out" ]; then \
+	  echo "$$out"; echo "ERROR: rf_ref/ differs from the notebooks: run nbdev_export and commit rf_ref/ (never hand-edit it)."; exit 1; fi
+	@$(BIN)/nbdev_clean
+	@out="$$(git status --porcelain -- nbs)"; if [ -n "$$out" ]; then \
+	  echo "$$out"; echo "ERROR: nbs/ is not clean or not committed: run nbdev_clean and commit nbs/."; exit 1; fi
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(BIN)/pytest -q tests
+
+test: check nbtest pytest
+
+# Cells marked #| slow (run them before finishing work that touches what they cover).
+slow: install
+	$(BIN)/nbdev_test --n_workers 2 --flags slow --timing
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+demo: install
+	$(BIN)/rf-ref demo --out outputs/demo
+
+clean:
+	rm -rf outputs _proc _docs .pytest_cache
