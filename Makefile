@@ -30,12 +30,7 @@ install:
 
 # The exported package and the cleaned notebooks must be what is committed.
 check: install
-	@$(BIN)/nbdev_export
-	@out="$$(git status --porcelain -- rf_ref)"; if [ -n "$$out" ]; then \
-	  echo "$$out"; echo "ERROR: rf_ref/ differs from the notebooks: run nbdev_export and commit rf_ref/ (never hand-edit it)."; exit 1; fi
-	@$(BIN)/nbdev_clean
-	@out="$$(git status --porcelain -- nbs)"; if [ -n "$$out" ]; then \
-	  echo "$$out"; echo "ERROR: nbs/ is not clean or not committed: run nbdev_clean and commit nbs/."; exit 1; fi
+	@bash .ci/check-nbdev $(BIN)
 
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
@@ -50,7 +45,7 @@ slow: install
 	$(BIN)/nbdev_test --n_workers 2 --flags slow --timing
 
 export: install
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(PY) .ci/readme.py
 
 demo: install
 	$(BIN)/rf-ref demo --out outputs/demo
