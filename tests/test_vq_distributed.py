@@ -1,0 +1,77 @@
+"""OnlineVQ under torch.distributed: two gloo processes, each holding part of every batch, must end with
+one codebook, and it must be the codebook that one process fitting the whole batches gets."""
+import os, socket, tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from rf_ref.config import VQConfig
+from rf_ref.vq import OnlineVQ
+
+DIM, STEPS, BATCH = 8, 6, 64
+SETTINGS = {  # name: (config, rows of each batch that rank 0 holds; rank 1 holds the rest)
+    'sinkhorn, equal halves': (VQConfig(codebook_size=16, momentum=0.8), 32),
+    'sinkhorn, unequal parts': (VQConfig(codebook_size=16, momentum=0.8, init='random'), 40),
+    'nearest prototype': (VQConfig(codebook_size=16, momentum=0.8, sinkhorn=False), 32),
+    'rank 0 holds everything': (VQConfig(codebook_size=16, momentum=0.8), BATCH),
+}
+
+
+def batches():
+    "The same global batches on every process: points around 6 directions of the 8-d sphere."
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(6, DIM, generator=g)
+    return [centers[torch.randint(6, (BATCH,), generator=g)] + 0.3 * torch.randn(BATCH, DIM, generator=g) for _ in range(STEPS)]
+
+
+def fit(cfg, parts):
+    "Codebook, window counts and the last step's stats after updating a fresh OnlineVQ on each part."
+    vq = OnlineVQ(cfg, DIM)
+    for part in parts: out = vq.update(part)
+    return vq.codebook.clone(), vq.counts.clone(), torch.stack([out['usage'], out['perplexity']])
+
+
+def worker(rank, port, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    try:
+        results = {}
+        for name, (cfg, split) in SETTINGS.items():
+            parts = [b[:split] if rank == 0 else b[split:] for b in batches()]
+            results[name] = fit(cfg, parts)
+        torch.save(results, os.path.join(out_dir, f'rank{rank}.pt'))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def ranks():
+    "What each of the two ranks ended with, per setting."
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(worker, args=(free_port(), out_dir), nprocs=2, join=True)
+        return [torch.load(os.path.join(out_dir, f'rank{r}.pt')) for r in range(2)]
+
+
+@pytest.mark.parametrize('name', list(SETTINGS))
+def test_ranks_share_one_codebook(ranks, name):
+    for got0, got1 in zip(ranks[0][name], ranks[1][name]):
+        assert torch.equal(got0, got1), f'{name}: the two ranks disagree'
+
+
+@pytest.mark.parametrize('name', list(SETTINGS))
+def test_two_ranks_match_one_process(ranks, name):
+    cfg, _ = SETTINGS[name]
+    codebook, counts, stats = fit(cfg, batches())
+    assert not dist.is_initialized()
+    torch.testing.assert_close(ranks[0][name][0], codebook, atol=1e-5, rtol=1e-5)
+    assert torch.equal(ranks[0][name][1], counts)
+    torch.testing.assert_close(ranks[0][name][2], stats)
+    torch.testing.assert_close(codebook.norm(dim=-1), torch.ones(cfg.codebook_size))
