@@ -209,7 +209,7 @@ def validate(cfg: Config) -> Config:
     _check(len(cfg.train.stages) > 0, 'train.stages is empty: give at least one StageConfig')
     return cfg
 
-# %% ../nbs/00_config.ipynb #8456538b
+# %% ../nbs/00_config.ipynb #2b9d201c
 PRESETS: dict = {}
 
 def register(name):
@@ -219,8 +219,10 @@ def register(name):
 
 @register('shapes-tiny')
 def shapes_tiny() -> Config:
-    # sized for ~10 minutes on 2 CPU cores (DESIGN.md, "Tiers of hardware"): ~1,000 steps of 32
-    return Config(name='shapes-tiny', train=TrainConfig(stages=(StageConfig('joint', steps=1_000, lr=1e-3),)))
+    # sized for ~10 minutes on 2 CPU cores (DESIGN.md, "Tiers of hardware"): ~1,000 steps of 32;
+    # the encoder starts from the stage-0 checkpoint shipped in data/ (`rf-ref pretrain-encoder`)
+    return Config(name='shapes-tiny', encoder=EncoderConfig(pretrained='encoder_shapes-tiny.safetensors'),
+                  train=TrainConfig(stages=(StageConfig('joint', steps=1_000, lr=1e-3),)))
 
 @register('shapes-small')
 def shapes_small() -> Config:

@@ -17,7 +17,8 @@ __all__ = ['SHAPES', 'COLORS', 'BACKGROUND', 'CATEGORIES', 'RELATIONS', 'NUMBERS
            'MODALITY_COLORS', 'Obj', 'Prompt', 'caption', 'sample_prompt', 'sample_scene', 'render', 'questions',
            'ShapesItem', 'to_tensor', 'to_uint8', 'Shapes', 'relation_holds', 'scene_satisfies', 'show_grid', 'Digits',
            'CIFAR10', 'write_cifar10_fixture', 'ImageNet64', 'write_imagenet64_fixture', 'ByteTokenizer', 'HFTokenizer',
-           'load_tokenizer', 'Batch', 'generation_batch', 'understanding_batch', 'collate', 'show_batch']
+           'load_tokenizer', 'Batch', 'generation_batch', 'understanding_batch', 'collate', 'show_batch', 'data_dir',
+           'find_data_file', 'build_dataset']
 
 # %% ../nbs/01_data.ipynb #3f94d8e0
 SHAPES = ('circle', 'square', 'triangle')
@@ -518,3 +519,28 @@ def show_batch(batch: Batch, n: int = 6):
               loc='lower left', bbox_to_anchor=(0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/01_data.ipynb #9e034288
+def data_dir():
+    "The repository's data/ folder (beside the rf_ref package)."
+    from pathlib import Path
+    import rf_ref
+    return Path(rf_ref.__file__).resolve().parent.parent / 'data'
+
+def find_data_file(path: str, what: str = 'file', fix: str = '') -> str:
+    "`path` if it exists, else data/`path`; otherwise a FileNotFoundError naming both and the `fix`."
+    if os.path.exists(path): return path
+    shipped = data_dir() / path
+    if shipped.exists(): return str(shipped)
+    raise FileNotFoundError(f'{what} {path!r} not found (also looked in {shipped})' + (f': {fix}' if fix else ''))
+
+# %% ../nbs/01_data.ipynb #e35936b5
+def build_dataset(cfg, split: str = 'train') -> Dataset:
+    "The data set named by a `DataConfig` (splits: train, test; Shapes also heldout)."
+    if cfg.dataset == 'shapes':
+        return Shapes(cfg.n_train if split == 'train' else cfg.n_test, split, cfg.image_size, cfg.seed)
+    if cfg.dataset == 'digits': return Digits(split, cfg.image_size, cfg.seed)
+    if cfg.dataset == 'cifar10': return CIFAR10(cfg.root, split)
+    if cfg.dataset == 'imagenet64': return ImageNet64(cfg.root, 'val' if split == 'test' else split)
+    raise ValueError(f"data.dataset={cfg.dataset!r} has no offline loader here; valid: shapes, digits, cifar10, imagenet64 "
+                     "('text-image' is the paper-scale interface of rf_ref.scale)")
