@@ -8,7 +8,8 @@ import argparse, json, os, sys
 from .config import PRESETS, get_config, config_to_dict
 
 # %% auto #0
-__all__ = ['cmd_presets', 'cmd_config', 'preview_data', 'cmd_preview', 'build_parser', 'main']
+__all__ = ['cmd_presets', 'cmd_config', 'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_sample',
+           'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #8420f0af
 def cmd_presets(args):
@@ -45,7 +46,61 @@ def preview_data(out: str, image_size: int = 32, n: int = 16, seed: int = 0, roo
 def cmd_preview(args):
     for p in preview_data(args.out, args.image_size, args.n, args.seed, args.cifar10, args.imagenet64): print(f'wrote {p}')
 
-# %% ../nbs/90_cli.ipynb #c3bb1935
+# %% ../nbs/90_cli.ipynb #59f36992
+def cmd_train(args):
+    "Train a preset (or resume a checkpoint folder) to the end of its stages."
+    from rf_ref.train import Trainer, resume, fit, plot_history
+    if args.resume:
+        if args.overrides: raise ValueError('overrides cannot change a resumed run: its config is the checkpoint\'s')
+        tr = resume(args.resume, args.device, num_workers=args.workers)
+    else:
+        cfg = get_config(args.preset, args.overrides)
+        tr = Trainer(cfg, args.out or cfg.train.out_dir, args.device, num_workers=args.workers)
+    print(f'training {tr.cfg.name} on {tr.device} from step {tr.step}; writing to {tr.out_dir}')
+    fit(tr, args.steps)
+    fig = plot_history(tr.history, title=tr.cfg.name); fig.savefig(os.path.join(tr.out_dir, 'losses.png'), dpi=120)
+    print(f'checkpoint: {os.path.join(tr.out_dir, "ckpt")}   losses: {os.path.join(tr.out_dir, "losses.png")}')
+
+def cmd_pretrain_encoder(args):
+    "Stage 0 at toy scale: pretrain the small encoder on Shapes patch labels."
+    from rf_ref.train import pretrain_encoder
+    cfg = get_config(args.preset, args.overrides)
+    res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
+    print(f"patch accuracy {res['patch_accuracy']:.4f} after {args.steps} steps; wrote {args.out}")
+
+# %% ../nbs/90_cli.ipynb #e2ab3593
+def cmd_sample(args):
+    "Generate images for prompts from a checkpoint, with their R blueprints."
+    import torch, matplotlib; matplotlib.use('Agg')
+    from rf_ref.train import load_model
+    from rf_ref.sample import generate, show_samples
+    from dataclasses import replace
+    model = load_model(args.ckpt, device=args.device)
+    s = model.cfg.sample
+    s = replace(s, **{k: v for k, v in (('w_rep', args.w_rep), ('w_pix', args.w_pix), ('steps', args.sample_steps)) if v is not None})
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    dev = next(model.parameters()).device
+    out = generate(model, prompts, scfg=s, generator=torch.Generator(dev).manual_seed(args.seed), progress=True)
+    fig = show_samples(out['images'], prompts, out['rep'], model.cfg.vq.codebook_size, ncols=2 * max(args.n, 2))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
+
+# %% ../nbs/90_cli.ipynb #a35b1d9d
+def _eval(argv):
+    from rf_ref.eval import eval_main
+    eval_main(argv)
+
+def cmd_demo(args):
+    "Train, sample and evaluate the demo preset; print where the results are."
+    from rf_ref.demo import run_demo
+    m = run_demo(args.out, args.preset, args.device, args.minutes, args.overrides)
+    se = m['shapeseval']
+    print(f"\n{m['preset']} on {m['device']}: {m['steps']} steps in {m['train_seconds']:.0f} s")
+    print('ShapesEval: ' + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items()) + f"  overall {se['overall']:.3f}")
+    print(f"understanding accuracy: {m['understanding']['overall']:.3f}")
+    for f in ('samples.png', 'shapeseval.png', 'losses.png', 'metrics.json'): print(f'wrote {os.path.join(args.out, f)}')
+
+# %% ../nbs/90_cli.ipynb #9583572b
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='rf-ref', description='Representation Forcing reference implementation.')
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -59,9 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--n', type=int, default=16); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cifar10', default='', help='local CIFAR-10 root to include'); p.add_argument('--imagenet64', default='', help='local ImageNet-64 folder to include')
     p.set_defaults(fn=cmd_preview)
-    p = sub.add_parser('demo', help='the main job: for now, preview the data sets')
-    p.add_argument('--out', default='outputs/demo'); p.set_defaults(fn=lambda a: cmd_preview(argparse.Namespace(
-        out=a.out, image_size=32, n=16, seed=0, cifar10='', imagenet64='')))
+    p = sub.add_parser('train', help='train a preset, or resume a checkpoint')
+    p.add_argument('--preset', default='shapes-tiny', help=f'one of: {", ".join(PRESETS)}')
+    p.add_argument('--out', default='', help='run folder (default: train.out_dir of the preset)')
+    p.add_argument('--resume', default='', help='checkpoint folder to continue from (its ckpt/)')
+    p.add_argument('--steps', type=int, default=None, help='train this many steps (default: to the end of the stages)')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present)')
+    p.add_argument('--workers', type=int, default=0, help='data loader workers')
+    p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser('pretrain-encoder', help='stage 0 at toy scale: pretrain the small encoder on Shapes')
+    p.add_argument('--preset', default='shapes-tiny'); p.add_argument('--out', required=True)
+    p.add_argument('--steps', type=int, default=400); p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--lr', type=float, default=2e-3); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
+    p.set_defaults(fn=cmd_pretrain_encoder)
+    p = sub.add_parser('sample', help='generate images for prompts from a checkpoint')
+    p.add_argument('--ckpt', required=True, help='checkpoint folder (a run\'s ckpt/, or data/rf_shapes-tiny)')
+    p.add_argument('--prompt', action='append', required=True, help='a caption; repeat for several')
+    p.add_argument('--n', type=int, default=4, help='images per prompt'); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--w-rep', type=float, default=None); p.add_argument('--w-pix', type=float, default=None)
+    p.add_argument('--sample-steps', type=int, default=None); p.add_argument('--device', default=None)
+    p.add_argument('--out', default='outputs/samples.png')
+    p.set_defaults(fn=cmd_sample)
+    p = sub.add_parser('eval', add_help=False, help='ShapesEval + understanding + FID of a checkpoint or a baseline (see rf-ref eval --help)')
+    p.add_argument('args', nargs=argparse.REMAINDER); p.set_defaults(fn=lambda a: _eval(a.args))
+    p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
+    p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default=None, help='default: shapes-tiny on CPU, shapes-small on GPU')
+    p.add_argument('--minutes', type=float, default=None, help='training time budget (default: 10 on CPU, 30 on GPU)')
+    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
+    p.set_defaults(fn=cmd_demo)
     return ap
 
 def main(argv=None):
