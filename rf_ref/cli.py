@@ -85,7 +85,7 @@ def cmd_sample(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
 
-# %% ../nbs/90_cli.ipynb #a35b1d9d
+# %% ../nbs/90_cli.ipynb #bb2f9cf3
 def _eval(argv):
     from rf_ref.eval import eval_main
     eval_main(argv)
@@ -98,9 +98,9 @@ def cmd_demo(args):
     print(f"\n{m['preset']} on {m['device']}: {m['steps']} steps in {m['train_seconds']:.0f} s")
     print('ShapesEval: ' + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items()) + f"  overall {se['overall']:.3f}")
     print(f"understanding accuracy: {m['understanding']['overall']:.3f}")
-    for f in ('samples.png', 'shapeseval.png', 'losses.png', 'metrics.json'): print(f'wrote {os.path.join(args.out, f)}')
+    for f in ('samples.png', 'judged.png', 'shapeseval.png', 'losses.png', 'metrics.json'): print(f'wrote {os.path.join(args.out, f)}')
 
-# %% ../nbs/90_cli.ipynb #9583572b
+# %% ../nbs/90_cli.ipynb #34d7a06f
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='rf-ref', description='Representation Forcing reference implementation.')
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -148,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     "Entry point of the `rf-ref` command."
-    args = build_parser().parse_args(argv)
-    try: args.fn(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['eval']: command, run = 'eval', lambda: _eval(argv[1:])  # eval parses its own flags, --help included
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.fn(args)
+    try: run()
     except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f'rf-ref {args.command}: error: {e.args[0] if e.args else e}', file=sys.stderr); sys.exit(2)
+        print(f'rf-ref {command}: error: {e.args[0] if e.args else e}', file=sys.stderr); sys.exit(2)

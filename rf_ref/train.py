@@ -17,7 +17,8 @@ from .model import RFModel, rf_losses
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'lr_at', 'total_steps', 'apply_stage', 'StepBatchSampler',
            'default_device', 'Trainer', 'train_step', 'fit', 'save', 'load_config', 'resume', 'load_model',
-           'stages_like_paper', 'read_metrics', 'plot_history', 'patch_labels', 'pretrain_encoder', 'load_encoder']
+           'export_checkpoint', 'stages_like_paper', 'read_metrics', 'plot_history', 'patch_labels', 'pretrain_encoder',
+           'load_encoder']
 
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -217,7 +218,20 @@ def load_model(path: str, ema: bool = True, device=None) -> RFModel:
     _load(model, os.path.join(path, 'ema.safetensors' if ema else 'model.safetensors'), device='cpu')
     return model.to(device or default_device()).eval()
 
-# %% ../nbs/50_train.ipynb #f2ef15f9
+# %% ../nbs/50_train.ipynb #fdb608bd
+def export_checkpoint(ckpt: str, out: str, dtype=torch.bfloat16, info: dict | None = None) -> str:
+    "Write a sampling-only copy of checkpoint folder `ckpt` to `out`: config.json, EMA weights in `dtype`, info.json."
+    from safetensors.torch import load_file, save_file
+    _check_ckpt(ckpt, 'config.json', 'ema.safetensors')
+    os.makedirs(out, exist_ok=True)
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(os.path.join(ckpt, 'ema.safetensors')).items()}
+    save_file(sd, os.path.join(out, 'ema.safetensors'))
+    with open(os.path.join(out, 'config.json'), 'w') as f: f.write(open(os.path.join(ckpt, 'config.json')).read())
+    if info is not None:
+        with open(os.path.join(out, 'info.json'), 'w') as f: json.dump(info, f, indent=1)
+    return out
+
+# %% ../nbs/50_train.ipynb #e751940e
 def stages_like_paper(cfg: Config, steps=(2, 2, 2)) -> Config:
     "`cfg` with the paper's three stages (alignment on the connector, joint, continued at half LR), shortened."
     from dataclasses import replace
@@ -226,7 +240,7 @@ def stages_like_paper(cfg: Config, steps=(2, 2, 2)) -> Config:
           StageConfig('joint', steps[1], lr), StageConfig('continued', steps[2], lr / 2))
     return replace(cfg, train=replace(cfg.train, stages=st))
 
-# %% ../nbs/50_train.ipynb #a172ab1c
+# %% ../nbs/50_train.ipynb #8def88ad
 def read_metrics(path: str) -> list:
     "Records of a run's metrics.jsonl (a run folder or the file itself)."
     if os.path.isdir(path): path = os.path.join(path, 'metrics.jsonl')
@@ -248,7 +262,7 @@ def plot_history(history, keys=('fm', 'rep', 'lm'), title: str = ''):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/50_train.ipynb #2c8cc7c1
+# %% ../nbs/50_train.ipynb #324cde50
 def patch_labels(objects, grid: int) -> torch.Tensor:
     "(grid, grid) labels of a scene: 0 background, else 1 + shape * n_colors + color of the object at the patch center."
     from rf_ref.data import SHAPES, COLORS, _coverage
