@@ -375,7 +375,7 @@ def write_imagenet64_fixture(root: str, n: int = 8, seed: int = 0, batches=(1,))
     np.savez(os.path.join(root, 'val_data.npz'), data=rng.integers(0, 256, (n, 12288), dtype=np.uint8), labels=rng.integers(1, 1001, n).tolist())
     return root
 
-# %% ../nbs/01_data.ipynb #6d5419c3
+# %% ../nbs/01_data.ipynb #e99589ff
 SPECIAL_TOKENS = ('pad', 'bot', 'eot', 'boi', 'eoi', 'bor', 'bop')  # pad, begin/end text, begin/end image, begin R, begin P
 
 class ByteTokenizer:
@@ -389,7 +389,7 @@ class ByteTokenizer:
     def decode(self, ids) -> str:
         return bytes(int(i) for i in ids if int(i) < 256).decode('utf-8', errors='replace')
 
-# %% ../nbs/01_data.ipynb #75ddcf2e
+# %% ../nbs/01_data.ipynb #1712d97f
 QWEN3_SPECIALS = {'pad': '<|endoftext|>', 'bot': '<|im_start|>', 'eot': '<|im_end|>', 'boi': '<|vision_start|>',
                   'eoi': '<|vision_end|>', 'bor': '<|rep_start|>', 'bop': '<|pixel_start|>'}
 
@@ -415,7 +415,7 @@ def load_tokenizer(spec: str = 'bytes'):
     "'bytes' for `ByteTokenizer`, else the path of a local tokenizer.json."
     return ByteTokenizer() if spec == 'bytes' else HFTokenizer(spec)
 
-# %% ../nbs/01_data.ipynb #c2fa2007
+# %% ../nbs/01_data.ipynb #426300c4
 IGNORE = -100  # target id of positions without a next-token loss
 
 @dataclass
@@ -442,7 +442,7 @@ def _positions(modality: torch.Tensor) -> torch.Tensor:
     step = real & ~(img & (modality == prev))  # a token advances the position unless it continues an image block
     return (step.long().cumsum(1) - 1).clamp(min=0) * real
 
-# %% ../nbs/01_data.ipynb #1d2fada4
+# %% ../nbs/01_data.ipynb #4ef5ca74
 def generation_batch(captions, images, tok, n_rep: int, n_pix: int, max_text_len: int,
                      caption_lm: bool = False) -> Batch:
     "Generation sequences [pad.. bot caption eot bor R.. bop P..]; `n_rep=0` leaves out the R segment."
@@ -458,7 +458,7 @@ def generation_batch(captions, images, tok, n_rep: int, n_pix: int, max_text_len
     tokens[:, l:] = torch.tensor(tail); modality[:, l:] = torch.tensor(tail_mod)
     return Batch(tokens, modality, _positions(modality), targets, images, list(captions), 'generation')
 
-# %% ../nbs/01_data.ipynb #cf1673bb
+# %% ../nbs/01_data.ipynb #a989d37c
 def understanding_batch(images, questions, answers, tok, n_vis: int, max_text_len: int) -> Batch:
     "Understanding sequences [boi V.. eoi bot question answer eot pad..], L_LM on answer and eot."
     rows = []
@@ -477,7 +477,7 @@ def understanding_batch(images, questions, answers, tok, n_vis: int, max_text_le
     texts = [f'{q} {a}' for q, a in zip(questions, answers)]
     return Batch(tokens, modality, _positions(modality), targets, images, texts, 'understanding')
 
-# %% ../nbs/01_data.ipynb #1a8a69c9
+# %% ../nbs/01_data.ipynb #d3849a75
 def _image(item): return item.image if isinstance(item, ShapesItem) else item['image']
 def _caption(item): return item.caption if isinstance(item, ShapesItem) else item['caption']
 def _qa(item): return item.qa if isinstance(item, ShapesItem) else item.get('qa', [])
@@ -497,7 +497,7 @@ def collate(items, tok, n_rep: int, n_pix: int, n_vis: int, max_text_len: int,
                                                    [a for _, a, _ in qa], tok, n_vis, max_text_len)
     return out
 
-# %% ../nbs/01_data.ipynb #84815b6c
+# %% ../nbs/01_data.ipynb #52edfd16
 MODALITY_COLORS = {Modality.TEXT: '#4c72b0', Modality.VISUAL: '#8172b3', Modality.REP: '#dd8452',
                    Modality.PIXEL: '#55a868', Modality.PAD: '#eeeeee'}
 
@@ -520,7 +520,7 @@ def show_batch(batch: Batch, n: int = 6):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/01_data.ipynb #9e034288
+# %% ../nbs/01_data.ipynb #9d1908ec
 def data_dir():
     "The repository's data/ folder (beside the rf_ref package)."
     from pathlib import Path
@@ -534,7 +534,7 @@ def find_data_file(path: str, what: str = 'file', fix: str = '') -> str:
     if shipped.exists(): return str(shipped)
     raise FileNotFoundError(f'{what} {path!r} not found (also looked in {shipped})' + (f': {fix}' if fix else ''))
 
-# %% ../nbs/01_data.ipynb #e35936b5
+# %% ../nbs/01_data.ipynb #f9ee0f11
 def build_dataset(cfg, split: str = 'train') -> Dataset:
     "The data set named by a `DataConfig` (splits: train, test; Shapes also heldout)."
     if cfg.dataset == 'shapes':
