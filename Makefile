@@ -6,8 +6,6 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.rf_ref-deps
 PKG_STAMP := $(VENV)/.rf_ref-pkg
-# torch uses every core by default; two notebook workers share the machine
-export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
@@ -32,17 +30,18 @@ install:
 check: install
 	@bash .ci/check-nbdev $(BIN)
 
+# two notebook workers share the machine: one thread each (torch would otherwise take every core per worker)
 nbtest: install
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: install
-	$(BIN)/pytest -q tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pytest -q tests
 
 test: check nbtest pytest
 
 # Cells marked #| slow (run them before finishing work that touches what they cover).
 slow: install
-	$(BIN)/nbdev_test --n_workers 2 --flags slow --timing
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/nbdev_test --n_workers 2 --flags slow --timing
 
 export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(PY) .ci/readme.py
