@@ -85,7 +85,7 @@ def cmd_sample(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
 
-# %% ../nbs/90_cli.ipynb #bb2f9cf3
+# %% ../nbs/90_cli.ipynb #68169052
 def _eval(argv):
     from rf_ref.eval import eval_main
     eval_main(argv)
@@ -93,14 +93,14 @@ def _eval(argv):
 def cmd_demo(args):
     "Train, sample and evaluate the demo preset; print where the results are."
     from rf_ref.demo import run_demo
-    m = run_demo(args.out, args.preset, args.device, args.minutes, args.overrides)
+    m = run_demo(args.out, args.preset, args.device, args.minutes, args.overrides, args.eval_prompts)
     se = m['shapeseval']
     print(f"\n{m['preset']} on {m['device']}: {m['steps']} steps in {m['train_seconds']:.0f} s")
     print('ShapesEval: ' + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items()) + f"  overall {se['overall']:.3f}")
     print(f"understanding accuracy: {m['understanding']['overall']:.3f}")
     for f in ('samples.png', 'judged.png', 'shapeseval.png', 'losses.png', 'metrics.json'): print(f'wrote {os.path.join(args.out, f)}')
 
-# %% ../nbs/90_cli.ipynb #34d7a06f
+# %% ../nbs/90_cli.ipynb #05b2f1e0
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='rf-ref', description='Representation Forcing reference implementation.')
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
     p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default=None, help='default: shapes-tiny on CPU, shapes-small on GPU')
     p.add_argument('--minutes', type=float, default=None, help='training time budget (default: 10 on CPU, 30 on GPU)')
+    p.add_argument('--eval-prompts', type=int, default=10, help='ShapesEval prompts per category (4 images each)')
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_demo)
     return ap
