@@ -90,15 +90,26 @@ def _eval(argv):
     from rf_ref.eval import eval_main
     eval_main(argv)
 
+def _scores_line(m: dict) -> str:
+    se, und = m['shapeseval'], m['understanding']
+    return (f"  ShapesEval overall {se['overall']:.3f} [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]: "
+            + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items())
+            + f"\n  understanding {und['overall']:.3f}: " + '  '.join(f'{k} {v:.2f}' for k, v in und['per_type'].items()))
+
 def cmd_demo(args):
-    "Train, sample and evaluate the demo preset; print where the results are."
+    "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
     from rf_ref.demo import run_demo
-    m = run_demo(args.out, args.preset, args.device, args.minutes, args.overrides, args.eval_prompts)
-    se = m['shapeseval']
-    print(f"\n{m['preset']} on {m['device']}: {m['steps']} steps in {m['train_seconds']:.0f} s")
-    print('ShapesEval: ' + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items()) + f"  overall {se['overall']:.3f}")
-    print(f"understanding accuracy: {m['understanding']['overall']:.3f}")
-    for f in ('samples.png', 'judged.png', 'shapeseval.png', 'losses.png', 'metrics.json'): print(f'wrote {os.path.join(args.out, f)}')
+    m = run_demo(args.out, args.preset, args.device, args.steps, args.overrides, args.eval_prompts,
+                 max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny')
+    print(f"\n== fresh run: {m['preset']} on {m['device']}, {m['steps']} steps in {m['train_seconds']:.0f} s"
+          + (f" (STOPPED EARLY by the {args.max_minutes:g}-minute safety cap; {m['planned_steps']} planned)" if m['stopped_early'] else ''))
+    print(_scores_line(m))
+    if 'shipped' in m:
+        print(f"== shipped checkpoint {m['shipped']['path']} ({m['shipped']['steps']} steps)")
+        print(_scores_line(m['shipped']))
+    files = ['samples.png', 'judged.png', 'shapeseval.png', 'losses.png'] + \
+            (['samples_shipped.png', 'judged_shipped.png', 'shapeseval_shipped.png'] if 'shipped' in m else []) + ['metrics.json']
+    print(f'== pictures and numbers in {args.out}/: ' + ', '.join(files))
 
 # %% ../nbs/90_cli.ipynb #05b2f1e0
 def build_parser() -> argparse.ArgumentParser:
@@ -140,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('eval', add_help=False, help='ShapesEval + understanding + FID of a checkpoint or a baseline (see rf-ref eval --help)')
     p.add_argument('args', nargs=argparse.REMAINDER); p.set_defaults(fn=lambda a: _eval(a.args))
     p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
-    p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default=None, help='default: shapes-tiny on CPU, shapes-small on GPU')
-    p.add_argument('--minutes', type=float, default=None, help='training time budget (default: 10 on CPU, 30 on GPU)')
+    p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default='shapes-tiny')
+    p.add_argument('--steps', type=int, default=None, help="training steps (default: the preset's; the same on every machine)")
+    p.add_argument('--max-minutes', type=float, default=60, help='safety cap on training time; the summary says if it fired')
+    p.add_argument('--no-shipped', action='store_true', help='skip the shipped checkpoint')
     p.add_argument('--eval-prompts', type=int, default=10, help='ShapesEval prompts per category (4 images each)')
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_demo)

@@ -104,6 +104,8 @@ class ModelConfig:
     p_drop_text: float = 0.1          # CFG training: drop T ...
     p_drop_rep: float = 0.1           # ... and, independently, the whole R sequence
     connector_hidden: int = 0         # MLP connector width for understanding; 0 = backbone width
+    positions: str = 'sincos'         # 2D positions inside image segments: sincos (fixed 2D sin-cos of cell centres
+                                      # + a zero-initialized learned residual) | learned (row + column tables, std 0.02)
 
 # %% ../nbs/00_config.ipynb #4bb9adfa
 @dataclass
@@ -152,6 +154,7 @@ class TrainConfig:
     warmup_steps: int = 200
     gen_lr_mult: float = 4.0          # generation-related parameters get 4x the base LR (paper)
     ema_decay: float = 0.999          # paper 0.9999; a few thousand toy steps need a shorter memory
+    ema_warmup: bool = True           # decay min(ema_decay, (1 + step) / (10 + step)): a short run's EMA forgets its random start
     stages: tuple = (StageConfig(),)
     precision: str = 'auto'           # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     compile: bool = False
@@ -206,6 +209,9 @@ def validate(cfg: Config) -> Config:
            f"model.rep_target={cfg.model.rep_target!r}: use 'discrete' or 'continuous'")
     for p in ('p_drop_text', 'p_drop_rep'):
         v = getattr(cfg.model, p); _check(0 <= v < 1, f'model.{p}={v} must be in [0, 1)')
+    _check(cfg.model.positions in ('sincos', 'learned'), f"model.positions={cfg.model.positions!r}: use 'sincos' or 'learned'")
+    _check(cfg.model.positions != 'sincos' or m.width % 4 == 0,
+           f'mot.width={m.width} must be a multiple of 4 for 2D sin-cos positions (or set model.positions=learned)')
     _check(len(cfg.train.stages) > 0, 'train.stages is empty: give at least one StageConfig')
     return cfg
 

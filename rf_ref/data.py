@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #3c78174f
 from __future__ import annotations
-import math, os, pickle, warnings
+import math, os, pickle, re, warnings
 from dataclasses import dataclass, field
 import numpy as np
 import torch
@@ -13,12 +13,12 @@ from .config import Modality
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'BACKGROUND', 'CATEGORIES', 'RELATIONS', 'NUMBERS', 'HELDOUT', 'QUESTION_TYPES', 'SPLITS',
-           'CIFAR10_CLASSES', 'CIFAR10_HELP', 'IMAGENET64_HELP', 'SPECIAL_TOKENS', 'QWEN3_SPECIALS', 'IGNORE',
-           'MODALITY_COLORS', 'Obj', 'Prompt', 'caption', 'sample_prompt', 'sample_scene', 'render', 'questions',
-           'ShapesItem', 'to_tensor', 'to_uint8', 'Shapes', 'relation_holds', 'scene_satisfies', 'show_grid', 'Digits',
-           'CIFAR10', 'write_cifar10_fixture', 'ImageNet64', 'write_imagenet64_fixture', 'ByteTokenizer', 'HFTokenizer',
-           'load_tokenizer', 'Batch', 'generation_batch', 'understanding_batch', 'collate', 'show_batch', 'data_dir',
-           'find_data_file', 'build_dataset']
+           'CIFAR10_CLASSES', 'CIFAR10_HELP', 'IMAGENET64_HELP', 'SPECIAL_TOKENS', 'SHAPES_WORDS', 'QWEN3_SPECIALS',
+           'IGNORE', 'MODALITY_COLORS', 'Obj', 'Prompt', 'caption', 'sample_prompt', 'sample_scene', 'render',
+           'questions', 'ShapesItem', 'to_tensor', 'to_uint8', 'Shapes', 'relation_holds', 'scene_satisfies',
+           'show_grid', 'Digits', 'CIFAR10', 'write_cifar10_fixture', 'ImageNet64', 'write_imagenet64_fixture',
+           'ByteTokenizer', 'WordTokenizer', 'HFTokenizer', 'load_tokenizer', 'Batch', 'generation_batch',
+           'understanding_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file', 'build_dataset']
 
 # %% ../nbs/01_data.ipynb #3f94d8e0
 SHAPES = ('circle', 'square', 'triangle')
@@ -389,6 +389,33 @@ class ByteTokenizer:
     def decode(self, ids) -> str:
         return bytes(int(i) for i in ids if int(i) < 256).decode('utf-8', errors='replace')
 
+# %% ../nbs/01_data.ipynb #47648c07
+SHAPES_WORDS = ('a', 'an', 'and', 'of', 'left', 'right', 'above', 'below', *NUMBERS, *SHAPES, *(s + 's' for s in SHAPES),
+                *COLORS, 'what', 'color', 'shape', 'is', 'the', 'object', 'how', 'many', 'are', 'there', 'where', 'vs',
+                'none', '?')
+
+class WordTokenizer:
+    "Whole words of the closed Shapes vocabulary, after RF's special tokens (ids 0-6)."
+    def __init__(self, words=SHAPES_WORDS):
+        self.special = {name: k for k, name in enumerate(SPECIAL_TOKENS)}
+        for name, i in self.special.items(): setattr(self, f'{name}_id', i)
+        self.words = tuple(dict.fromkeys(words))
+        self.ids = {w: len(SPECIAL_TOKENS) + k for k, w in enumerate(self.words)}
+        self.vocab_size = len(SPECIAL_TOKENS) + len(self.words)
+
+    def encode(self, text: str) -> list:
+        out = []
+        for w in re.findall(r'\w+|[^\w\s]', text.lower()):
+            if w not in self.ids:
+                raise ValueError(f'word {w!r} is not in the Shapes vocabulary of data.tokenizer=words '
+                                 f'({" ".join(self.words)}); use data.tokenizer=bytes for free text')
+            out.append(self.ids[w])
+        return out
+
+    def decode(self, ids) -> str:
+        n = len(SPECIAL_TOKENS)
+        return ' '.join(self.words[int(i) - n] for i in ids if n <= int(i) < self.vocab_size).replace(' ?', '?')
+
 # %% ../nbs/01_data.ipynb #1712d97f
 QWEN3_SPECIALS = {'pad': '<|endoftext|>', 'bot': '<|im_start|>', 'eot': '<|im_end|>', 'boi': '<|vision_start|>',
                   'eoi': '<|vision_end|>', 'bor': '<|rep_start|>', 'bop': '<|pixel_start|>'}
@@ -412,8 +439,10 @@ class HFTokenizer:
         return self.tk.decode([int(i) for i in ids if int(i) not in self.special.values()], skip_special_tokens=True)
 
 def load_tokenizer(spec: str = 'bytes'):
-    "'bytes' for `ByteTokenizer`, else the path of a local tokenizer.json."
-    return ByteTokenizer() if spec == 'bytes' else HFTokenizer(spec)
+    "'bytes' for `ByteTokenizer`, 'words' for `WordTokenizer`, else the path of a local tokenizer.json."
+    if spec == 'bytes': return ByteTokenizer()
+    if spec == 'words': return WordTokenizer()
+    return HFTokenizer(spec)
 
 # %% ../nbs/01_data.ipynb #426300c4
 IGNORE = -100  # target id of positions without a next-token loss

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from .config import get_config
 from .data import CATEGORIES, sample_prompt
-from .train import Trainer, fit, plot_history, default_device, load_model
+from .train import Trainer, fit, plot_history, default_device, load_model, total_steps
 from .sample import RFGenerator, show_samples
 
 # %% auto #0
@@ -23,11 +23,11 @@ def demo_prompts(per_category: int = 2, seed: int = 0) -> list:
 
 # %% ../nbs/60_demo.ipynb #0c296f87
 def evaluate(gen: RFGenerator, out: str, prompts_per_category: int = 10, images_per_prompt: int = 4, n_scenes: int = 100,
-             seed: int = 0, name: str = 'RF', progress: bool = True) -> dict:
-    "ShapesEval and understanding accuracy of a generator; writes shapeseval.png and judged.png, returns the numbers."
+             seed: int = 0, name: str = 'RF', progress: bool = True, suffix: str = '') -> dict:
+    "ShapesEval and understanding accuracy of a generator; writes shapeseval{suffix}.png and judged{suffix}.png."
     from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged, load_judge
     res = ShapesEval(prompts_per_category, images_per_prompt, 'test', seed).run(gen, load_judge(), progress=progress)
-    for fig, f in ((plot_scores({name: res}), 'shapeseval.png'), (show_judged(res), 'judged.png')):
+    for fig, f in ((plot_scores({name: res}), f'shapeseval{suffix}.png'), (show_judged(res), f'judged{suffix}.png')):
         fig.savefig(os.path.join(out, f), dpi=120); plt_close(fig)
     und = understanding_accuracy(gen.answer, n_scenes, 'test', seed)
     return {'shapeseval': res.to_dict(), 'understanding': und}
@@ -36,26 +36,45 @@ def plt_close(fig):
     import matplotlib.pyplot as plt; plt.close(fig)
 
 # %% ../nbs/60_demo.ipynb #94e92254
-def run_demo(out: str = 'outputs/demo', preset: str | None = None, device=None, minutes: float | None = None,
-             overrides=(), eval_prompts: int = 10, progress: bool = True) -> dict:
-    "Train, sample, evaluate; write everything to `out` and return the metrics."
+def _samples(gen: RFGenerator, out: str, name: str, title: str):
+    "The demo prompts drawn by `gen`, each after its blueprint, saved as `name`."
+    prompts = demo_prompts()
+    images = gen.generate(prompts)
+    fig = show_samples(images, prompts, gen.last_rep, gen.model.cfg.vq.codebook_size, ncols=8, vq=gen.model.vq)
+    fig.suptitle(title, fontsize=10); fig.savefig(os.path.join(out, name), dpi=150); plt_close(fig)
+
+def run_demo(out: str = 'outputs/demo',
+             preset: str = 'shapes-tiny',
+             device=None,                         # default: cuda when present
+             steps: int | None = None,            # default: the preset's stages (shapes-tiny: 600 steps)
+             overrides=(), eval_prompts: int = 10, progress: bool = True,
+             max_minutes: float | None = 60,      # safety net only: a run that hits it says so and is marked stopped_early
+             shipped: str | None = 'rf_shapes-tiny') -> dict:  # checkpoint shown after the fresh run (None: skip)
+    "Train a fixed number of steps, sample, evaluate; then the shipped checkpoint; write everything to `out`."
+    from rf_ref.data import find_data_file
+    from rf_ref.sample import load_generator
     dev = torch.device(device) if device else default_device()
-    preset = preset or ('shapes-small' if dev.type == 'cuda' else 'shapes-tiny')
-    minutes = minutes if minutes is not None else (30 if dev.type == 'cuda' else 10)
     cfg = get_config(preset, list(overrides))
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     tr = Trainer(cfg, os.path.join(out, 'run'), dev)
-    fit(tr, progress=progress, time_limit=60 * minutes)
+    fit(tr, steps, progress=progress, time_limit=None if max_minutes is None else 60 * max_minutes)
     train_s = time.perf_counter() - t0
     fig = plot_history(tr.history, title=f'{preset}: {tr.step} steps'); fig.savefig(os.path.join(out, 'losses.png'), dpi=120); plt_close(fig)
     gen = RFGenerator(tr.ema.module, tr.tok, seed=0)
-    prompts = demo_prompts()
-    images = gen.generate(prompts)
-    fig = show_samples(images, prompts, gen.last_rep, cfg.vq.codebook_size, ncols=8)
-    fig.savefig(os.path.join(out, 'samples.png'), dpi=150); plt_close(fig)
-    metrics = {'preset': preset, 'device': str(dev), 'steps': tr.step, 'train_seconds': round(train_s, 1),
+    _samples(gen, out, 'samples.png', f'fresh run: {preset}, {tr.step} steps (seed {cfg.train.seed})')
+    planned = steps if steps is not None else total_steps(cfg)
+    metrics = {'preset': preset, 'device': str(dev), 'steps': tr.step, 'planned_steps': planned,
+               'stopped_early': tr.step < planned, 'train_seconds': round(train_s, 1),
                'final_losses': {k: tr.history[-1][k] for k in ('fm', 'rep', 'lm') if k in tr.history[-1]}}
     metrics.update(evaluate(gen, out, eval_prompts, progress=progress))
+    if shipped:
+        path = find_data_file(shipped, 'shipped checkpoint', 'pass shipped=None to skip it')
+        sgen = load_generator(path, device=dev, seed=0)
+        info_path = os.path.join(path, 'info.json')
+        info = json.load(open(info_path)) if os.path.exists(info_path) else {}
+        _samples(sgen, out, 'samples_shipped.png', f'shipped checkpoint {shipped}: {info.get("steps", "?")} steps')
+        metrics['shipped'] = {'path': str(path), 'steps': info.get('steps'), 'command': info.get('command'),
+                              **evaluate(sgen, out, eval_prompts, progress=progress, name='shipped', suffix='_shipped')}
     with open(os.path.join(out, 'metrics.json'), 'w') as f: json.dump(metrics, f, indent=1)
     return metrics

@@ -16,21 +16,41 @@ from .mot import MoTTransformer, attention_mask
 from .flow import patchify, unpatchify, sample_t, add_noise, flow_loss
 
 # %% auto #0
-__all__ = ['GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'rep_targets', 'embed_generation', 'segments', 'visibility',
-           'lm_loss', 'rep_loss', 'generation_losses', 'embed_understanding', 'understanding_losses', 'rf_losses']
+__all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'rep_targets', 'embed_generation', 'segments',
+           'visibility', 'lm_loss', 'rep_loss', 'generation_losses', 'embed_understanding', 'understanding_losses',
+           'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
+def sincos_2d(gh: int, gw: int,  # grid rows and columns
+              width: int,        # d, a multiple of 4
+              device=None) -> torch.Tensor:
+    "(gh * gw, d) fixed 2D sin-cos features of the cell centres, in fractions of the image, row-major like patchify."
+    if width % 4: raise ValueError(f'width={width} must be a multiple of 4 for 2D sin-cos features')
+    q = width // 4
+    omega = math.pi * 2.0 ** torch.linspace(0, 7, q, device=device)               # (q,)
+    def axis(n):
+        u = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n       # (n,) cell centres in (0, 1)
+        return torch.cat([(u[:, None] * omega).sin(), (u[:, None] * omega).cos()], -1)  # (n, 2q)
+    y, x = axis(gh), axis(gw)
+    return torch.cat([y[:, None].expand(gh, gw, 2 * q), x[None].expand(gh, gw, 2 * q)], -1).reshape(gh * gw, width)
+
 class GridEmbedding(nn.Module):
-    "Learnable 2D spatial embedding of a (gh, gw) grid: row + column vectors."
-    def __init__(self, max_grid: int, width: int):
+    "2D spatial embedding of a (gh, gw) grid: learned row + column vectors, on top of fixed sin-cos features if asked."
+    def __init__(self, max_grid: int,            # largest grid side the learned tables serve
+                 width: int,                     # d
+                 kind: str = 'sincos'):          # sincos | learned (see `ModelConfig.positions`)
         super().__init__()
-        self.row = nn.Parameter(torch.randn(max_grid, width) * 0.02)
-        self.col = nn.Parameter(torch.randn(max_grid, width) * 0.02)
+        if kind not in ('sincos', 'learned'): raise ValueError(f"GridEmbedding kind={kind!r}: use 'sincos' or 'learned'")
+        self.kind, std = kind, 0.0 if kind == 'sincos' else 0.02   # sincos: the learned part is a residual from zero
+        self.row = nn.Parameter(torch.randn(max_grid, width) * std)
+        self.col = nn.Parameter(torch.randn(max_grid, width) * std)
 
     def forward(self, gh: int, gw: int) -> torch.Tensor:  # -> (gh * gw, d), row-major like patchify
         if max(gh, gw) > len(self.row):
             raise ValueError(f'grid {gh}x{gw} exceeds the embedding table ({len(self.row)} per side): raise max_grid')
-        return (self.row[:gh, None] + self.col[None, :gw]).reshape(gh * gw, -1)
+        learned = (self.row[:gh, None] + self.col[None, :gw]).reshape(gh * gw, -1)
+        if self.kind == 'learned': return learned
+        return learned + sincos_2d(gh, gw, self.row.shape[1], self.row.device).to(learned.dtype)
 
 # %% ../nbs/30_model.ipynb #1bdcf977
 def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -64,17 +84,17 @@ class RFModel(nn.Module):
         self.encoder = ViTEncoder(enc, c)
         hidden = cfg.model.connector_hidden or d
         self.connector = nn.Sequential(nn.Linear(enc.width, hidden), nn.GELU(), nn.Linear(hidden, d))
-        self.vis_pos = GridEmbedding(max_grid, d)
+        self.vis_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         # representation tokens: targets from the EMA encoder, quantized online
         self.target_encoder = EMA(self.encoder)
-        self.vq = OnlineVQ(cfg.vq, enc.width)
+        self.vq = OnlineVQ(cfg.vq, enc.width, channels=c)
         discrete = cfg.model.rep_target == 'discrete'
         self.rep_embed = nn.Embedding(cfg.vq.codebook_size, d) if discrete else nn.Linear(enc.width, d)
-        self.rep_pos = GridEmbedding(max_grid, d)
+        self.rep_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         self.rep_head = nn.Linear(d, cfg.vq.codebook_size if discrete else enc.width)
         # pixels: linear patch embedding + 2D + time; zero-initialized head predicting the clean patch x
         self.pix_embed = nn.Linear(p * p * c, d)
-        self.pix_pos = GridEmbedding(max_grid, d)
+        self.pix_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         self.time_embed = TimeEmbedding(d)
         self.pix_head = nn.Linear(d, p * p * c)
         nn.init.zeros_(self.pix_head.weight); nn.init.zeros_(self.pix_head.bias)
@@ -87,7 +107,12 @@ def rep_targets(model: RFModel, images: torch.Tensor, update: bool = False) -> d
     pooled = pool_grid(grid, model.cfg.encoder.pool)                     # (b, gh/2, gw/2, e)
     features = pooled.flatten(1, 2).float()                              # (b, r, e)
     stats = model.vq.update(features) if update else {}
-    return {'ids': model.vq(features), 'features': features, 'grid': pooled.shape[1:3], 'stats': stats}
+    ids = model.vq(features)                                             # (b, r)
+    if update:  # each code's running mean colour, for blueprints that look like their images
+        gh, gw = pooled.shape[1:3]
+        cells = F.adaptive_avg_pool2d(images.float(), (gh, gw))          # (b, c, gh, gw): the region under each R token
+        model.vq.update_colors(ids, (cells.flatten(2).transpose(1, 2) + 1) / 2)  # (b, r, c) in [0, 1]
+    return {'ids': ids, 'features': features, 'grid': pooled.shape[1:3], 'stats': stats}
 
 # %% ../nbs/30_model.ipynb #45fc2620
 def _fill(h, where, values):

@@ -140,19 +140,20 @@ def generate(model: RFModel, captions, tok=None, scfg: SampleConfig | None = Non
     return {'images': images, 'rep': rep}
 
 # %% ../nbs/40_sample.ipynb #f9b9acf4
-def blueprint(rep: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    "R ids (b, r) on a square grid -> (b, 3, g, g) images in [-1, 1], one fixed color per code."
+def blueprint(rep: torch.Tensor, codebook_size: int, vq=None) -> torch.Tensor:
+    "R ids (b, r) on a square grid -> (b, 3, g, g) images in [-1, 1]: each code in its learned colour (`vq`) or a fixed hue."
     from rf_ref.vq import token_map_colors
     b, r = rep.shape; g = int(round(r ** 0.5))
     if g * g != r: raise ValueError(f'{r} R tokens do not form a square grid')
-    maps = [torch.as_tensor(token_map_colors(ids.view(g, g).cpu(), codebook_size)).float() for ids in rep]  # (g, g, 3) in [0, 1]
+    maps = [torch.as_tensor(token_map_colors(ids.view(g, g).cpu(), codebook_size, vq)).float() for ids in rep]  # (g, g, 3) in [0, 1]
     return torch.stack(maps).permute(0, 3, 1, 2) * 2 - 1
 
-def show_samples(images, captions, rep=None, codebook_size: int = 0, ncols: int = 8, marks=None):
+def show_samples(images, captions, rep=None, codebook_size: int = 0, ncols: int = 8, marks=None,
+                 vq=None):  # the model's `OnlineVQ`: paint each code in the mean colour of the regions it stood for
     "Samples with their captions, each preceded by its R blueprint when `rep` is given."
     from rf_ref.data import show_grid
     if rep is None: return show_grid(images, captions, ncols=ncols, marks=marks)
-    up = F.interpolate(blueprint(rep, codebook_size), size=images.shape[-2:], mode='nearest')  # (b, 3, h, w)
+    up = F.interpolate(blueprint(rep, codebook_size, vq), size=images.shape[-2:], mode='nearest')  # (b, 3, h, w)
     pairs = torch.stack([up, images.cpu()], 1).flatten(0, 1)                                  # blueprint, image, ...
     caps = [c for cap in captions for c in ('R: ' + cap, cap)]
     m = None if marks is None else [x for mk in marks for x in (mk, mk)]

@@ -15,10 +15,10 @@ from .encoder import EMA
 from .model import RFModel, rf_losses
 
 # %% auto #0
-__all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'lr_at', 'total_steps', 'apply_stage', 'StepBatchSampler',
-           'default_device', 'Trainer', 'train_step', 'fit', 'save', 'load_config', 'resume', 'load_model',
-           'export_checkpoint', 'stages_like_paper', 'read_metrics', 'plot_history', 'patch_labels', 'pretrain_encoder',
-           'load_encoder']
+__all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'lr_at', 'total_steps', 'ema_decay_at', 'apply_stage',
+           'StepBatchSampler', 'default_device', 'Trainer', 'train_step', 'fit', 'save', 'load_config', 'resume',
+           'load_weights', 'load_model', 'export_checkpoint', 'stages_like_paper', 'read_metrics', 'plot_history',
+           'patch_labels', 'pretrain_encoder', 'load_encoder']
 
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -60,6 +60,11 @@ def lr_at(cfg: Config, step: int) -> float:
     return stage.lr * min(1.0, (k + 1) / max(cfg.train.warmup_steps, 1))
 
 def total_steps(cfg: Config) -> int: return sum(s.steps for s in cfg.train.stages)
+
+def ema_decay_at(cfg: Config, step: int) -> float:
+    "Decay of the weights' EMA after `step` updates: `ema_decay`, capped by (1 + step) / (10 + step) while warming up."
+    t = cfg.train
+    return min(t.ema_decay, (1 + step) / (10 + step)) if t.ema_warmup else t.ema_decay
 
 # %% ../nbs/50_train.ipynb #0e60d47d
 def apply_stage(model: RFModel, stage: StageConfig):
@@ -106,6 +111,9 @@ class Trainer:
         self.ema = EMA(self.model)
         self.opt = make_optimizer(self.model, cfg)
         self.tok = load_tokenizer(cfg.data.tokenizer)
+        if self.tok.vocab_size > cfg.mot.vocab_size:
+            raise ValueError(f'data.tokenizer={cfg.data.tokenizer!r} has {self.tok.vocab_size} ids but mot.vocab_size='
+                             f'{cfg.mot.vocab_size}: set mot.vocab_size={self.tok.vocab_size} or more')
         self.data = build_dataset(cfg.data, 'train')
         self.step, self.num_workers, self.history = 0, num_workers, []
 
@@ -138,7 +146,7 @@ def train_step(tr: Trainer, batches: dict) -> dict:
     params = [p for p in m.parameters() if p.grad is not None]
     out['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, c.train.grad_clip)
     tr.opt.step()
-    tr.ema.update(m, c.train.ema_decay)
+    tr.ema.update(m, ema_decay_at(c, tr.step))
     m.target_encoder.update(m.encoder, c.encoder.ema_decay)
     tr.step += 1
     return {'step': tr.step, 'stage': stage.name, 'lr': lr, **{k: float(v.detach()) for k, v in out.items()}}
@@ -202,20 +210,30 @@ def resume(path: str, device=None, out_dir: str | None = None, num_workers: int 
     _check_ckpt(path, 'config.json', 'model.safetensors', 'ema.safetensors', 'state.pt')
     cfg = load_config(path)
     tr = Trainer(cfg, out_dir or os.path.dirname(os.path.abspath(path)), device, num_workers=num_workers)
-    load_model(tr.model, os.path.join(path, 'model.safetensors'), device=str(tr.device))
-    load_model(tr.ema.module, os.path.join(path, 'ema.safetensors'), device=str(tr.device))
+    load_weights(tr.model, os.path.join(path, 'model.safetensors'), tr.device)
+    load_weights(tr.ema.module, os.path.join(path, 'ema.safetensors'), tr.device)
     st = torch.load(os.path.join(path, 'state.pt'), map_location=tr.device, weights_only=False)
     tr.opt.load_state_dict(st['optimizer']); tr.step, tr.history = st['step'], st['history']
     torch.set_rng_state(st['rng']['cpu'])
     if st['rng']['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['rng']['cuda'])
     return tr
 
+_OPTIONAL = ('vq.colors', 'vq.colored', 'module.vq.colors', 'module.vq.colored')  # blueprint colours: absent from older checkpoints
+
+def load_weights(module: torch.nn.Module, file: str, device='cpu'):
+    "Load a safetensors file into `module`; only the blueprint colour buffers may be missing (they then start unseen)."
+    from safetensors.torch import load_model as _load
+    missing, unexpected = _load(module, file, strict=False, device=str(device))
+    missing = [k for k in missing if not k.endswith(_OPTIONAL)]
+    if missing or unexpected:
+        raise ValueError(f'{file} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]} '
+                         f'(was it written by another config?)')
+
 def load_model(path: str, ema: bool = True, device=None) -> RFModel:
     "The (EMA by default) model of a checkpoint folder, in eval mode, for sampling and evaluation."
-    from safetensors.torch import load_model as _load
     _check_ckpt(path, 'config.json', 'ema.safetensors' if ema else 'model.safetensors')
     model = RFModel(load_config(path))
-    _load(model, os.path.join(path, 'ema.safetensors' if ema else 'model.safetensors'), device='cpu')
+    load_weights(model, os.path.join(path, 'ema.safetensors' if ema else 'model.safetensors'))
     return model.to(device or default_device()).eval()
 
 # %% ../nbs/50_train.ipynb #fdb608bd

@@ -157,19 +157,37 @@ class OnlineVQ(nn.Module):
     "A K-prototype codebook on the unit sphere: cosine-nearest tokens, Sinkhorn-balanced EMA updates."
     def __init__(self, cfg: VQConfig, dim: int,
                  soft: bool = False,  # EMA on Q's soft weights instead of its argmax (see `assignments`)
-                 seed: int = 0):      # seeds the initialization draw
+                 seed: int = 0,       # seeds the initialization draw
+                 channels: int = 3):  # image channels of the per-code colours (`update_colors`)
         super().__init__()
         if cfg.init not in ('kmeans++', 'random'): raise ValueError(f"VQConfig.init={cfg.init!r}: use 'kmeans++' or 'random'")
         self.cfg, self.dim, self.k, self.soft, self.seed = cfg, dim, cfg.codebook_size, soft, seed
         self.register_buffer('codebook', torch.empty(self.k, dim))                               # (k, d)
         self.register_buffer('initialized', torch.zeros((), dtype=torch.bool))
         self.register_buffer('counts', torch.zeros(self.k, dtype=torch.long), persistent=False)  # the stats window
+        # what each code looks like, for blueprints: running mean colour of the image regions assigned to it
+        self.register_buffer('colors', torch.zeros(self.k, channels))                            # (k, c) in [0, 1]
+        self.register_buffer('colored', torch.zeros(self.k, dtype=torch.bool))                   # (k,) seen yet
         self.reset_parameters()
 
     def reset_parameters(self):
         "Random unit prototypes until `update` seeds them from data."
         self.codebook.copy_(F.normalize(torch.randn_like(self.codebook), dim=-1))
-        self.initialized.fill_(False); self.counts.zero_()
+        self.initialized.fill_(False); self.counts.zero_(); self.colors.zero_(); self.colored.fill_(False)
+
+    @torch.no_grad()
+    def update_colors(self, ids: torch.Tensor,     # (...) code ids
+                      rgb: torch.Tensor,           # (..., c) mean colour in [0, 1] of each id's image region
+                      momentum: float = 0.99):     # a code's first colour is taken as is, then averaged
+        "Keep each code's running mean colour (all-reduced under data parallelism)."
+        ids, rgb = ids.reshape(-1), rgb.reshape(-1, self.colors.shape[1]).float()
+        sums = _all_reduce(torch.zeros_like(self.colors).index_add_(0, ids, rgb))                # (k, c)
+        counts = _all_reduce(torch.bincount(ids, minlength=self.k).float())                      # (k,)
+        seen = counts > 0
+        mean = sums / counts.clamp(min=1)[:, None]
+        rate = torch.where(self.colored, 1 - momentum, 1.0)[:, None]
+        self.colors.copy_(torch.where(seen[:, None], self.colors + rate * (mean - self.colors), self.colors))
+        self.colored |= seen
 
     @torch.no_grad()
     def forward(self, features):  # (..., d) -> (...) long ids; pure
@@ -196,11 +214,16 @@ class OnlineVQ(nn.Module):
 # %% ../nbs/11_vq.ipynb #98ee5b83
 def token_map_colors(ids: torch.Tensor,  # (h, w) token ids (any shape works)
                      k: int,             # codebook size, to check the ids
+                     vq: OnlineVQ | None = None,  # when given: each code's learned mean colour (`update_colors`)
                     ) -> torch.Tensor:   # (h, w, 3) float RGB in [0, 1]
-    "A fixed color for every token id, for drawing R-token grids with `plt.imshow`."
+    "A color for every token id, for drawing R-token grids with `plt.imshow`: what the code looks like, or a fixed hue."
     ids = torch.as_tensor(ids).long().cpu()                              # colors are for plotting
     if ids.numel() and (ids.min() < 0 or ids.max() >= k):
         raise ValueError(f'token ids must lie in [0, {k}), got [{int(ids.min())}, {int(ids.max())}]: pass the codebook size as k')
+    if vq is not None and bool(vq.colored.any()):
+        colors = vq.colors.float().cpu().clamp(0, 1)
+        if colors.shape[1] == 1: colors = colors.expand(-1, 3)          # grey images: grey codes
+        return torch.where(vq.colored.cpu()[ids, None], colors[ids], torch.tensor([1.0, 0.0, 1.0]))  # unseen: magenta
     golden = (math.sqrt(5) - 1) / 2
     hue = (ids.double() * golden) % 1
     saturation = 0.9 - 0.35 * ((ids // 7) % 2)                          # runs of 7 ids alternate vivid and pale,

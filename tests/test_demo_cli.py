@@ -2,16 +2,22 @@
 import json, subprocess
 from conftest import ROOT, BIN
 
+CATEGORIES = {'single_object', 'two_objects', 'counting', 'colors', 'position', 'color_attr'}
+
 
 def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / 'demo'
-    r = subprocess.run([str(BIN / 'rf-ref'), 'demo', '--out', str(out), '--device', 'cpu', '--minutes', '2',
-                        '--eval-prompts', '1', 'train.stages.0.steps=4', 'train.log_every=2'],
+    r = subprocess.run([str(BIN / 'rf-ref'), 'demo', '--out', str(out), '--device', 'cpu', '--steps', '4',
+                        '--eval-prompts', '1', 'train.log_every=2'],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    for f in ('samples.png', 'judged.png', 'shapeseval.png', 'losses.png', 'metrics.json'):
+    files = ('samples.png', 'judged.png', 'shapeseval.png', 'losses.png', 'samples_shipped.png', 'judged_shipped.png',
+             'shapeseval_shipped.png', 'metrics.json')
+    for f in files:
         assert (out / f).exists(), f
-        assert f'wrote {out / f}' in r.stdout
+        assert f in r.stdout.split('== pictures and numbers in')[1]
+    assert '== fresh run: shapes-tiny on cpu, 4 steps' in r.stdout and 'STOPPED EARLY' not in r.stdout
+    assert '== shipped checkpoint' in r.stdout and r.stdout.count('ShapesEval overall') == 2
     m = json.loads((out / 'metrics.json').read_text())
-    assert m['steps'] == 4 and set(m['shapeseval']['scores']) == {'single_object', 'two_objects', 'counting', 'colors',
-                                                                     'position', 'color_attr'}
+    assert m['steps'] == 4 and m['stopped_early'] is False and set(m['shapeseval']['scores']) == CATEGORIES
+    assert set(m['shipped']['shapeseval']['scores']) == CATEGORIES and 'understanding' in m['shipped']
