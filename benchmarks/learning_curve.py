@@ -9,7 +9,7 @@ Plot several runs side by side, against examples seen and against training wall 
 Each run folder gets curve.json (one record per point: examples, steps, train seconds, scores with 95%
 intervals) and samples_<examples>.png (judged samples: green passed, red failed).
 """
-import argparse, json, math, os, platform, time
+import argparse, json, math, os, platform, sys, time
 import torch
 
 CATS = ('single_object', 'two_objects', 'counting', 'colors', 'position', 'color_attr')
@@ -51,11 +51,12 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
 
 def cmd_train(a):
     from rf_ref.config import get_config
-    from rf_ref.train import Trainer, fit, resume, save
+    from rf_ref.train import Trainer, fit, resume, save, export_checkpoint
     out = os.path.join(a.root, a.name); os.makedirs(out, exist_ok=True)
     path = os.path.join(out, 'curve.json')
     curve = json.load(open(path)) if os.path.exists(path) else {'name': a.name, 'preset': a.preset, 'overrides': a.overrides,
-                                                             'points': [], 'train_seconds': 0.0}
+                                                             'points': [], 'train_seconds': 0.0,
+                                                             'command': 'python ' + ' '.join(sys.argv)}
     ckpt = os.path.join(out, 'ckpt')
     if os.path.exists(os.path.join(ckpt, 'state.pt')):
         tr = resume(ckpt, a.device, out_dir=out); print(f'resumed {a.name} at step {tr.step}')
@@ -72,6 +73,8 @@ def cmd_train(a):
             fit(tr, target - tr.step, progress=a.progress, ckpt_every=10**9)
             curve['train_seconds'] += time.perf_counter() - t0
             save(tr, ckpt)
+            export_checkpoint(ckpt, os.path.join(out, f'ema_{examples}'), dtype=torch.float32,
+                              info={'steps': tr.step, 'examples': examples, 'command': curve.get('command')})
         rec = {'examples': examples, 'steps': tr.step, 'all_examples': tr.step * tr.cfg.train.batch_size,
                'train_seconds': round(curve['train_seconds'], 1)}
         rec.update(evaluate_point(tr, out, examples, a.prompts, a.images, a.scenes, a.seed))
@@ -97,10 +100,10 @@ def table(curves) -> str:
     for c in curves:
         for p in c['points']:
             s, u = p['shapeseval'], p['understanding']
+            und = f"{u['overall']:.2f}" if u else '-'
             rows.append(f"| {c['name']} | {p['examples']:,} | {p['steps']} | {p['train_seconds']:.0f} | {s['overall']:.3f} "
                         f"[{s['overall_ci'][0]:.2f}, {s['overall_ci'][1]:.2f}] | "
-                        + ' | '.join(f"{s['scores'][k]:.2f}" for k in CATS)
-                        + f" | {u['overall']:.2f} | {p['fid']:.0f} |" if u else ' | - |')
+                        + ' | '.join(f"{s['scores'][k]:.2f}" for k in CATS) + f" | {und} | {p['fid']:.0f} |")
     return '\n'.join(rows)
 
 
