@@ -226,7 +226,7 @@ def register(name):
 @register('shapes-tiny')
 def shapes_tiny() -> Config:
     # Each choice below was measured on the learning curve (ShapesEval against examples seen; RESULTS.md):
-    # - whole-word tokens: a caption costs ~5 tokens instead of ~30 bytes, so a step is ~25% cheaper;
+    # - whole-word tokens: a caption costs ~4 tokens instead of ~20 bytes (padded to the longest in the batch, up to 40), so a step is ~25% cheaper;
     # - 8x8 pixel patches: the 4x4 P grid lies exactly under the 4x4 R grid (one R token per patch), a sequence
     #   is ~42 tokens instead of ~90, and x-prediction handles the 192-dim patches (JiT);
     # - lr 3e-4 (generation parameters 4x, as the paper): 1e-3 gave noisier curves at 8k-32k examples;
