@@ -41,7 +41,7 @@ def _samples(gen: RFGenerator, out: str, name: str, title: str):
     prompts = demo_prompts()
     images = gen.generate(prompts)
     fig = show_samples(images, prompts, gen.last_rep, gen.model.cfg.vq.codebook_size, ncols=8, vq=gen.model.vq)
-    fig.suptitle(title, fontsize=10); fig.savefig(os.path.join(out, name), dpi=150); plt_close(fig)
+    fig.suptitle(title, fontsize=10, y=1.03); fig.savefig(os.path.join(out, name), dpi=150, bbox_inches='tight'); plt_close(fig)
 
 def run_demo(out: str = 'outputs/demo',
              preset: str = 'shapes-tiny',
