@@ -408,7 +408,8 @@ class WordTokenizer:
         for w in re.findall(r'\w+|[^\w\s]', text.lower()):
             if w not in self.ids:
                 raise ValueError(f'word {w!r} is not in the Shapes vocabulary of data.tokenizer=words '
-                                 f'({" ".join(self.words)}): write the prompt with these words, or train with data.tokenizer=bytes for free text')
+                                 f'({" ".join(self.words)}): write the prompt with these words, '
+                                 'or train with data.tokenizer=bytes for free text')
             out.append(self.ids[w])
         return out
 

@@ -200,13 +200,19 @@ def _check_ckpt(path: str, *names):
             raise FileNotFoundError(f'{os.path.join(path, n)} not found: {path} is not an rf_ref checkpoint folder '
                                     f'(expected {", ".join(names)}; made by `rf-ref train`)')
 
+# fields added after checkpoints existed: a config.json without them was written when the code behaved like this
+_LEGACY = {'model': {'positions': 'learned'}, 'train': {'ema_warmup': False}}
+
 def load_config(path: str) -> Config:
+    "The config of a checkpoint folder; fields it predates take the values its run had."
     _check_ckpt(path, 'config.json')
-    return config_from_dict(json.load(open(os.path.join(path, 'config.json'))))
+    d = json.load(open(os.path.join(path, 'config.json')))
+    for section, old in _LEGACY.items():
+        if section in d: d[section] = {**old, **d[section]}
+    return config_from_dict(d)
 
 def resume(path: str, device=None, out_dir: str | None = None, num_workers: int = 0) -> Trainer:
     "A `Trainer` that continues the run saved at `path` exactly where it stopped."
-    from safetensors.torch import load_model
     _check_ckpt(path, 'config.json', 'model.safetensors', 'ema.safetensors', 'state.pt')
     cfg = load_config(path)
     tr = Trainer(cfg, out_dir or os.path.dirname(os.path.abspath(path)), device, num_workers=num_workers)
@@ -218,7 +224,7 @@ def resume(path: str, device=None, out_dir: str | None = None, num_workers: int 
     if st['rng']['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['rng']['cuda'])
     return tr
 
-_OPTIONAL = ('vq.colors', 'vq.colored', 'module.vq.colors', 'module.vq.colored')  # blueprint colours: absent from older checkpoints
+_OPTIONAL = ('vq.colors', 'vq.colored')  # blueprint colours: absent from older checkpoints
 
 def load_weights(module: torch.nn.Module, file: str, device='cpu'):
     "Load a safetensors file into `module`; only the blueprint colour buffers may be missing (they then start unseen)."
