@@ -58,7 +58,7 @@ def cmd_train(a):
                                                              'points': [], 'train_seconds': 0.0,
                                                              'command': 'python ' + ' '.join(sys.argv)}
     ckpt = os.path.join(out, 'ckpt')
-    if os.path.exists(os.path.join(ckpt, 'state.pt')):
+    if os.path.isdir(ckpt):
         tr = resume(ckpt, a.device, out_dir=out); print(f'resumed {a.name} at step {tr.step}')
     else:
         cfg = get_config(a.preset, a.overrides + [f'train.seed={a.seed}'])

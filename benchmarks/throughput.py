@@ -16,7 +16,7 @@ def main():
     ap.add_argument('--steps', type=int, default=20); ap.add_argument('--images', type=int, default=16)
     ap.add_argument('overrides', nargs='*')
     a = ap.parse_args()
-    dev = torch.device(a.device) if a.device else default_device()
+    dev = default_device(a.device)
     cfg = get_config(a.preset, a.overrides)
     tr = Trainer(cfg, '/tmp/rf_ref_bench', dev)
     it = tr.batches(0)

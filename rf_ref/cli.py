@@ -8,8 +8,42 @@ import argparse, json, os, sys
 from .config import PRESETS, get_config, config_to_dict
 
 # %% auto #0
-__all__ = ['cmd_presets', 'cmd_config', 'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_sample',
-           'cmd_demo', 'build_parser', 'main']
+__all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'preview_data',
+           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'check_prompts', 'cmd_sample', 'cmd_demo',
+           'build_parser', 'main']
+
+# %% ../nbs/90_cli.ipynb #018b3b1f
+class Parser(argparse.ArgumentParser):
+    "argparse that reports a bad argument in one line, pointing at --help, instead of the usage block."
+    def error(self, message): self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+def at_least(low: int):
+    "An argparse type: an integer >= `low`."
+    def parse(text: str) -> int:
+        try: v = int(text)
+        except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if v < low: raise argparse.ArgumentTypeError(f'{v} must be at least {low}')
+        return v
+    return parse
+
+positive = at_least(1)
+
+def positive_float(text: str) -> float:
+    "argparse type: a number > 0."
+    try: v = float(text)
+    except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not v > 0: raise argparse.ArgumentTypeError(f'{v} must be greater than 0')
+    return v
+
+def writable(path: str, flag: str, folder: bool = False) -> str:
+    "Raise unless `path` can be written as a file (or a folder): nothing in the way, and its nearest existing folder writable."
+    p = os.path.abspath(path)
+    if os.path.exists(p) and os.path.isdir(p) != folder:
+        raise ValueError(f'{flag} {path} is {"a file" if folder else "a folder"}: give a {"folder" if folder else "file"} path')
+    while not os.path.exists(p): p = os.path.dirname(p)
+    if not os.path.isdir(p): raise ValueError(f'{flag} {path} cannot be written: {p} is a file, not a folder; choose another path')
+    if not os.access(p, os.W_OK): raise ValueError(f'{flag} {path} cannot be written: no permission to write in {p}; choose another path')
+    return path
 
 # %% ../nbs/90_cli.ipynb #8420f0af
 def cmd_presets(args):
@@ -29,11 +63,11 @@ def preview_data(out: str, image_size: int = 32, n: int = 16, seed: int = 0, roo
     import matplotlib; matplotlib.use('Agg')
     import torch
     from rf_ref.data import Shapes, Digits, CIFAR10, ImageNet64, show_grid
-    os.makedirs(out, exist_ok=True); paths = []
     sets = {'shapes': Shapes(n, 'train', image_size, seed), 'shapes-heldout': Shapes(n, 'heldout', image_size, seed),
             'digits': Digits('train', image_size, seed)}
     if root_cifar10: sets['cifar10'] = CIFAR10(root_cifar10)
     if root_imagenet64: sets['imagenet64'] = ImageNet64(root_imagenet64)
+    os.makedirs(out, exist_ok=True); paths = []   # only once every data set has loaded
     for name, ds in sets.items():
         items = [ds[i] for i in range(min(n, len(ds)))]
         img = torch.stack([it.image if hasattr(it, 'image') else it['image'] for it in items])
@@ -44,38 +78,61 @@ def preview_data(out: str, image_size: int = 32, n: int = 16, seed: int = 0, roo
     return paths
 
 def cmd_preview(args):
+    writable(args.out, '--out', folder=True)
     for p in preview_data(args.out, args.image_size, args.n, args.seed, args.cifar10, args.imagenet64): print(f'wrote {p}')
 
 # %% ../nbs/90_cli.ipynb #59f36992
 def cmd_train(args):
-    "Train a preset (or resume a checkpoint folder) to the end of its stages."
+    "Train a preset (or resume a run) to the end of its stages."
     from rf_ref.train import Trainer, resume, fit, plot_history
+    if args.out: writable(args.out, '--out', folder=True)
     if args.resume:
-        if args.overrides: raise ValueError('overrides cannot change a resumed run: its config is the checkpoint\'s')
-        tr = resume(args.resume, args.device, num_workers=args.workers)
+        if args.overrides or args.preset:
+            raise ValueError("a resumed run keeps its checkpoint's config: drop --preset and the overrides, or start a new run")
+        tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers)
     else:
-        cfg = get_config(args.preset, args.overrides)
-        tr = Trainer(cfg, args.out or cfg.train.out_dir, args.device, num_workers=args.workers)
+        cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
+        tr = Trainer(cfg, writable(args.out or cfg.train.out_dir, '--out', folder=True), args.device, num_workers=args.workers)
     print(f'training {tr.cfg.name} on {tr.device} from step {tr.step}; writing to {tr.out_dir}')
     fit(tr, args.steps)
     fig = plot_history(tr.history, title=tr.cfg.name); fig.savefig(os.path.join(tr.out_dir, 'losses.png'), dpi=120)
-    print(f'checkpoint: {os.path.join(tr.out_dir, "ckpt")}   losses: {os.path.join(tr.out_dir, "losses.png")}')
+    print(f'checkpoints: {os.path.join(tr.out_dir, "ckpt")}   losses: {os.path.join(tr.out_dir, "losses.png")}')
 
 def cmd_pretrain_encoder(args):
     "Stage 0 at toy scale: pretrain the small encoder on Shapes patch labels."
     from rf_ref.train import pretrain_encoder
+    writable(args.out, '--out')
     cfg = get_config(args.preset, args.overrides)
     res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
     print(f"patch accuracy {res['patch_accuracy']:.4f} after {args.steps} steps; wrote {args.out}")
 
 # %% ../nbs/90_cli.ipynb #e2ab3593
+def check_prompts(prompts, tok, max_text_len: int) -> list:
+    "Raise on an empty, non-UTF-8 or untokenizable prompt; return a warning for each prompt cut to `max_text_len`."
+    warnings, keep = [], max_text_len - 2   # begin- and end-of-text take two places
+    for i, p in enumerate(prompts, 1):
+        try: p.encode('utf-8')
+        except UnicodeEncodeError as e:
+            bad = ord(p[e.start]) - 0xDC00 if 0xDC80 <= ord(p[e.start]) <= 0xDCFF else ord(p[e.start])
+            raise ValueError(f'prompt {i} is not valid UTF-8 (byte 0x{bad:02x} at character {e.start}): pass the caption as UTF-8 text') from None
+        if not p.strip(): raise ValueError(f'prompt {i} is empty: give a caption, e.g. --prompt "a red circle"')
+        ids = tok.encode(p)
+        if len(ids) > keep:
+            warnings.append(f'prompt {i} is {len(ids):,} tokens long; data.max_text_len={max_text_len} keeps the first {keep}: '
+                            f'{tok.decode(ids[:keep])!r}')
+    return warnings
+
 def cmd_sample(args):
     "Generate images for prompts from a checkpoint, with their R blueprints."
     import torch, matplotlib; matplotlib.use('Agg')
     from rf_ref.train import load_model
+    from rf_ref.data import load_tokenizer
     from rf_ref.sample import generate, show_samples
     from dataclasses import replace
+    writable(args.out, '--out')
     model = load_model(args.ckpt, device=args.device)
+    for w in check_prompts(args.prompt, load_tokenizer(model.cfg.data.tokenizer), model.cfg.data.max_text_len):
+        print(f'warning: {w}', file=sys.stderr)
     s = model.cfg.sample
     s = replace(s, **{k: v for k, v in (('w_rep', args.w_rep), ('w_pix', args.w_pix), ('steps', args.sample_steps)) if v is not None})
     prompts = [p for p in args.prompt for _ in range(args.n)]
@@ -88,7 +145,7 @@ def cmd_sample(args):
 # %% ../nbs/90_cli.ipynb #68169052
 def _eval(argv):
     from rf_ref.eval import eval_main
-    eval_main(argv)
+    eval_main(argv, Parser)
 
 def _scores_line(m: dict) -> str:
     se, und = m['shapeseval'], m['understanding']
@@ -99,6 +156,7 @@ def _scores_line(m: dict) -> str:
 def cmd_demo(args):
     "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
     from rf_ref.demo import run_demo
+    writable(args.out, '--out', folder=True)
     m = run_demo(args.out, args.preset, args.device, args.steps, args.overrides, args.eval_prompts,
                  max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny')
     print(f"\n== fresh run: {m['preset']} on {m['device']}, {m['steps']} steps in {m['train_seconds']:.0f} s"
@@ -113,7 +171,8 @@ def cmd_demo(args):
 
 # %% ../nbs/90_cli.ipynb #05b2f1e0
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='rf-ref', description='Representation Forcing reference implementation.')
+    ap = Parser(prog='rf-ref', description='Representation Forcing reference implementation.')
+    ap.add_argument('--debug', action='store_true', help='on an error, show the full traceback (accepted anywhere on the line)')
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
     p = sub.add_parser('presets', help='list the named presets'); p.set_defaults(fn=cmd_presets)
     p = sub.add_parser('config', help="print a preset's resolved config")
@@ -121,52 +180,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. mot.width=256 train.stages.0.steps=100')
     p.set_defaults(fn=cmd_config)
     p = sub.add_parser('preview', help='save captioned grids of the offline data sets')
-    p.add_argument('--out', default='outputs/preview'); p.add_argument('--image-size', type=int, default=32)
-    p.add_argument('--n', type=int, default=16); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='outputs/preview'); p.add_argument('--image-size', type=positive, default=32)
+    p.add_argument('--n', type=positive, default=16); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cifar10', default='', help='local CIFAR-10 root to include'); p.add_argument('--imagenet64', default='', help='local ImageNet-64 folder to include')
     p.set_defaults(fn=cmd_preview)
-    p = sub.add_parser('train', help='train a preset, or resume a checkpoint')
-    p.add_argument('--preset', default='shapes-tiny', help=f'one of: {", ".join(PRESETS)}')
-    p.add_argument('--out', default='', help='run folder (default: train.out_dir of the preset)')
-    p.add_argument('--resume', default='', help='checkpoint folder to continue from (its ckpt/)')
-    p.add_argument('--steps', type=int, default=None, help='train this many steps (default: to the end of the stages)')
+    p = sub.add_parser('train', help='train a preset, or resume a run')
+    p.add_argument('--preset', default=None, help=f'one of: {", ".join(PRESETS)} (default shapes-tiny)')
+    p.add_argument('--out', default='', help='run folder (default: train.out_dir of the preset; with --resume, the resumed run\'s)')
+    p.add_argument('--resume', default='', help='run to continue from its newest intact checkpoint: the run folder, its ckpt/, or one checkpoint')
+    p.add_argument('--steps', type=positive, default=None, help='train this many steps (default: to the end of the stages)')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present)')
-    p.add_argument('--workers', type=int, default=0, help='data loader workers')
+    p.add_argument('--workers', type=at_least(0), default=0, help='data loader workers')
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser('pretrain-encoder', help='stage 0 at toy scale: pretrain the small encoder on Shapes')
     p.add_argument('--preset', default='shapes-tiny'); p.add_argument('--out', required=True)
-    p.add_argument('--steps', type=int, default=400); p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--lr', type=float, default=2e-3); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--steps', type=positive, default=400); p.add_argument('--batch-size', type=positive, default=64)
+    p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_pretrain_encoder)
     p = sub.add_parser('sample', help='generate images for prompts from a checkpoint')
     p.add_argument('--ckpt', required=True, help='checkpoint folder (a run\'s ckpt/, or data/rf_shapes-tiny)')
     p.add_argument('--prompt', action='append', required=True, help='a caption; repeat for several')
-    p.add_argument('--n', type=int, default=4, help='images per prompt'); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--n', type=positive, default=4, help='images per prompt'); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--w-rep', type=float, default=None); p.add_argument('--w-pix', type=float, default=None)
-    p.add_argument('--sample-steps', type=int, default=None); p.add_argument('--device', default=None)
+    p.add_argument('--sample-steps', type=positive, default=None); p.add_argument('--device', default=None)
     p.add_argument('--out', default='outputs/samples.png')
     p.set_defaults(fn=cmd_sample)
     p = sub.add_parser('eval', add_help=False, help='ShapesEval + understanding + FID of a checkpoint or a baseline (see rf-ref eval --help)')
     p.add_argument('args', nargs=argparse.REMAINDER); p.set_defaults(fn=lambda a: _eval(a.args))
     p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
     p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default='shapes-tiny')
-    p.add_argument('--steps', type=int, default=None, help="training steps (default: the preset's; the same on every machine)")
-    p.add_argument('--max-minutes', type=float, default=60, help='safety cap on training time; the summary says if it fired')
+    p.add_argument('--steps', type=positive, default=None, help="training steps (default: the preset's; the same on every machine)")
+    p.add_argument('--max-minutes', type=positive_float, default=60, help='safety cap on training time; the summary says if it fired')
     p.add_argument('--no-shipped', action='store_true', help='skip the shipped checkpoint')
-    p.add_argument('--eval-prompts', type=int, default=10, help='ShapesEval prompts per category (4 images each)')
+    p.add_argument('--eval-prompts', type=positive, default=10, help='ShapesEval prompts per category (4 images each)')
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_demo)
     return ap
 
+_KNOWN = (ValueError, KeyError, OSError, MemoryError, FloatingPointError, RuntimeError)  # errors that explain themselves
+
 def main(argv=None):
-    "Entry point of the `rf-ref` command."
+    "Entry point of the `rf-ref` command: an error is one line on stderr (exit 2); `--debug` shows the traceback."
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv; argv = [a for a in argv if a != '--debug']
     if argv[:1] == ['eval']: command, run = 'eval', lambda: _eval(argv[1:])  # eval parses its own flags, --help included
     else:
         args = build_parser().parse_args(argv)
         command, run = args.command, lambda: args.fn(args)
     try: run()
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f'rf-ref {command}: error: {e.args[0] if e.args else e}', file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt: print(f'rf-ref {command}: interrupted', file=sys.stderr); sys.exit(130)
+    except Exception as e:
+        if debug: raise
+        msg = ' '.join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+        if not isinstance(e, _KNOWN): msg = f'{type(e).__name__}: {msg} (an internal error: rerun with --debug and report the traceback)'
+        print(f'rf-ref {command}: error: {msg}', file=sys.stderr); sys.exit(2 if isinstance(e, _KNOWN) else 1)
