@@ -38,3 +38,17 @@ def test_console_script_names_bad_values():
 def test_readme_in_step_with_index():
     out = run(sys.executable, '.ci/readme.py', '--check')
     assert out.returncode == 0, out.stderr + out.stdout
+
+
+def test_references_point_at_what_users_have():
+    "Docs and code cite the notebooks, the paper and the overview notebook: no file outside the repository, no missing module."
+    import re, pkgutil, rf_ref
+    outside = re.compile('|'.join(n + r'\.md' for n in ('PAPER', 'DESIGN', 'STYLE')))
+    modules = {m.name for m in pkgutil.iter_modules(rf_ref.__path__)}
+    files = [p for d in ('nbs', 'rf_ref', 'benchmarks', 'tests') for p in (ROOT / d).rglob('*') if p.suffix in ('.py', '.ipynb', '.md')]
+    files += [ROOT / f for f in ('README.md', 'RESULTS.md', 'BENCHMARKS.md')]
+    for p in files:
+        text = p.read_text()
+        assert not outside.search(text), f'{p.relative_to(ROOT)} cites a file that is not in the repository'
+        missing = {m for m in re.findall(r'\brf_ref\.([a-z_]+)\b', text) if m not in modules and not m.startswith('_')}
+        assert not missing, f'{p.relative_to(ROOT)} names rf_ref.{missing.pop()}, which does not exist'
