@@ -9,7 +9,7 @@ from .config import PRESETS, get_config, config_to_dict
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'preview_data',
-           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'check_prompts', 'cmd_sample', 'cmd_demo',
+           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'check_prompts', 'cmd_sample', 'cmd_ablate', 'cmd_demo',
            'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
@@ -153,6 +153,17 @@ def _scores_line(m: dict) -> str:
             + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items())
             + f"\n  understanding {und['overall']:.3f}: " + '  '.join(f'{k} {v:.2f}' for k, v in und['per_type'].items()))
 
+def cmd_ablate(args):
+    "Train and score the rows of Table 3 on one budget over seeds; write the table (see the ablations notebook)."
+    from rf_ref.ablate import ablate, format_ablation, ROWS
+    writable(args.out, '--out', folder=True)
+    rows = tuple(r.strip() for r in args.rows.split(',') if r.strip()) if args.rows else tuple(ROWS)
+    bad = [r for r in rows if r not in ROWS]
+    if bad: raise ValueError(f'--rows: unknown row {bad[0]!r}; valid rows: {", ".join(ROWS)}')
+    table = ablate(args.out, rows, args.seeds, args.budget, args.steps, args.prompts, args.images, args.scenes, args.preset,
+                   tuple(args.overrides), args.jobs, args.device)
+    print(format_ablation(table) + f'\nwritten to {args.out}/: ablation.json, ablation.md, ablation.png')
+
 def cmd_demo(args):
     "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
     from rf_ref.demo import run_demo
@@ -209,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sample)
     p = sub.add_parser('eval', add_help=False, help='ShapesEval + understanding + FID of a checkpoint or a baseline (see rf-ref eval --help)')
     p.add_argument('args', nargs=argparse.REMAINDER); p.set_defaults(fn=lambda a: _eval(a.args))
+    p = sub.add_parser('ablate', help="train and score the paper's Table 3 rows on one budget, over seeds",
+                       description='Trains every row (pixel, rf, repa, continuous, codebook-x2, encoder-random) of the '
+                       "preset on one budget, per seed; scores ShapesEval, understanding and FID; writes ablation.json, "
+                       '.md and .png. Rerun the same command to resume: finished cells are skipped, a killed one resumes.')
+    p.add_argument('--out', default='runs/ablate'); p.add_argument('--preset', default='shapes-tiny')
+    p.add_argument('--rows', default='', help='comma-separated rows (default: all)')
+    p.add_argument('--seeds', type=positive, default=3); p.add_argument('--budget', default='cpu', choices=('cpu', 'gpu'),
+                   help='cpu: 1,334 steps (32k generation examples), 10 prompts x 4 images per category; gpu: 10,667 steps, 25 prompts')
+    p.add_argument('--steps', type=positive, default=None, help="training steps per cell (default: the budget's)")
+    p.add_argument('--prompts', type=positive, default=None, help='ShapesEval prompts per category')
+    p.add_argument('--images', type=positive, default=None, help='images per prompt')
+    p.add_argument('--scenes', type=at_least(0), default=None, help='scenes for understanding accuracy (0: skip)')
+    p.add_argument('--jobs', type=positive, default=1, help='cells trained at once, each in its own process')
+    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*', help='key=value overrides for every row')
+    p.set_defaults(fn=cmd_ablate)
     p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
     p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default='shapes-tiny')
     p.add_argument('--steps', type=positive, default=None, help="training steps (default: the preset's; the same on every machine)")

@@ -106,6 +106,8 @@ class ModelConfig:
     connector_hidden: int = 0         # MLP connector width for understanding; 0 = backbone width
     positions: str = 'sincos'         # 2D positions inside image segments: sincos (fixed 2D sin-cos of cell centres
                                       # + a zero-initialized learned residual) | learned (row + column tables, std 0.02)
+    repa_weight: float = 0.0          # REPA baseline (Table 3b): lambda of its alignment loss; 0 = off (REPA's default 0.5)
+    repa_depth: int = 0               # the block whose P hidden states REPA aligns (1-based); 0 = a third of mot.depth
 
 # %% ../nbs/00_config.ipynb #4bb9adfa
 @dataclass
@@ -199,7 +201,7 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'encoder': 'patch_siz
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult', 'stage': 'lr'}
 _AT_LEAST_0 = {'data': 'n_train n_test', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
-               'model': 'w_lm w_rep w_fm connector_hidden', 'sample': 'top_k',
+               'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k',
                'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size'}
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]
 _CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'text-image'), 'vq.init': ('kmeans++', 'random'),
@@ -264,6 +266,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.vq.codebook_size >= 2, f'vq.codebook_size={cfg.vq.codebook_size} must be at least 2')
     for p in ('p_drop_text', 'p_drop_rep'):
         v = getattr(cfg.model, p); _check(0 <= v < 1, f'model.{p}={v} must be in [0, 1)')
+    _check(cfg.model.repa_depth <= m.depth, f'model.repa_depth={cfg.model.repa_depth} is deeper than mot.depth={m.depth}')
     _check(cfg.model.positions != 'sincos' or m.width % 4 == 0,
            f'mot.width={m.width} must be a multiple of 4 for 2D sin-cos positions (or set model.positions=learned)')
     return cfg

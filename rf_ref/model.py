@@ -14,6 +14,8 @@ from .encoder import ViTEncoder, EMA, pool_grid
 from .vq import OnlineVQ
 from .mot import MoTTransformer, attention_mask
 from .flow import patchify, unpatchify, sample_t, add_noise, flow_loss
+from .baselines import RepaProjector, repa_block, repa_targets, repa_loss, capture_output
+from contextlib import nullcontext
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'rep_targets', 'embed_generation', 'segments',
@@ -98,6 +100,7 @@ class RFModel(nn.Module):
         self.time_embed = TimeEmbedding(d)
         self.pix_head = nn.Linear(d, p * p * c)
         nn.init.zeros_(self.pix_head.weight); nn.init.zeros_(self.pix_head.bias)
+        if cfg.model.repa_weight > 0: self.repa_proj = RepaProjector(d, enc.width)   # the REPA baseline (Table 3b)
 
 # %% ../nbs/30_model.ipynb #2129fe07
 @torch.no_grad()
@@ -190,9 +193,15 @@ def generation_losses(model: RFModel, batch: Batch, train: bool = True, generato
     else: target, drop_rep = None, torch.zeros_like(drop_rep)
     h = embed_generation(model, batch, target, z_t, t)
     mask = attention_mask(batch.modality, None, visibility(batch, drop_text, drop_rep))
-    hidden, aux = model.backbone(h, batch.modality, batch.positions, mask)
-    x_pred = model.pix_head(hidden[batch.modality == Modality.PIXEL]).view_as(x).float()  # (b, m, q)
+    repa = cfg.model.repa_weight > 0
+    with capture_output(model.backbone.blocks[repa_block(cfg) - 1]) if repa else nullcontext() as mid:
+        hidden, aux = model.backbone(h, batch.modality, batch.positions, mask)
+    is_pix = batch.modality == Modality.PIXEL
+    x_pred = model.pix_head(hidden[is_pix]).view_as(x).float()                 # (b, m, q)
     out['fm'] = flow_loss(x_pred, x, eps, t, cfg.flow.t_clamp)
+    if repa:
+        with torch.no_grad(): f = repa_targets(model.target_encoder(x_img), cfg.pixel_grid)   # (b, m, e)
+        out['repa'] = repa_loss(model.repa_proj(mid[0][is_pix]).view(*f.shape[:2], -1), f)
     out['rep'] = rep_loss(model, hidden, batch, target, ~drop_rep) if cfg.model.rf else hidden.new_zeros(())
     out['lm'], out['aux'] = lm_loss(model, hidden, batch.targets), aux
     return out
@@ -223,5 +232,6 @@ def rf_losses(model: RFModel, batches: dict, train: bool = True, generator=None)
     out = {'lm': sum(lms) / len(lms) if lms else zero, 'rep': gen.get('rep', zero), 'fm': gen.get('fm', zero),
            'aux': gen.get('aux', zero) + und.get('aux', zero)}
     out['loss'] = mc.w_lm * out['lm'] + mc.w_rep * out['rep'] + mc.w_fm * out['fm'] + out['aux']
+    if 'repa' in gen: out['repa'] = gen['repa']; out['loss'] = out['loss'] + mc.repa_weight * gen['repa']
     out.update({k: v for k, v in gen.items() if k.startswith('vq_')})
     return out

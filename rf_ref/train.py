@@ -24,7 +24,7 @@ __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'lr_at', 'total_s
 
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
-_GENERATION = re.compile(r'^(rep_|pix_|time_embed)|\.(pools|norms)\.[12]\.')
+_GENERATION = re.compile(r'^(rep_|repa_|pix_|time_embed)|\.(pools|norms)\.[12]\.')
 
 def group_of(name: str) -> str:
     "The parameter group of a parameter name of `RFModel`."
@@ -389,9 +389,8 @@ def pretrain_encoder(cfg: Config, steps: int = 400, batch_size: int = 64, lr: fl
 
 def load_encoder(model: RFModel, path: str):
     "Load a stage-0 encoder into the model's encoder and its EMA target copy."
-    from safetensors.torch import load_file
     from rf_ref.data import find_data_file
     path = find_data_file(path, 'encoder checkpoint', f'make it with `rf-ref pretrain-encoder --out {path}` '
                           "or set encoder.pretrained='' to start from random weights")
-    sd = load_file(path, device=str(next(model.parameters()).device))
-    model.encoder.load_state_dict(sd); model.target_encoder.module.load_state_dict(sd)
+    load_weights(model.encoder, path, next(model.parameters()).device)   # names and shapes checked: one line if they differ
+    model.target_encoder.module.load_state_dict(model.encoder.state_dict())
