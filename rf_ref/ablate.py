@@ -154,7 +154,9 @@ def ablate(out: str, rows=tuple(ROWS), seeds: int = 3, budget: str = 'cpu', step
     pending = [(r, s) for r, s in cells if not os.path.exists(os.path.join(out, r, f'seed-{s}', 'result.json'))]
     os.makedirs(out, exist_ok=True)
     if pending:
-        each = estimate_seconds(preset, b['steps'], b['prompts'], b['images'], extra, device)
+        threads = torch.get_num_threads(); torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # as a job will run
+        try: each = estimate_seconds(preset, b['steps'], b['prompts'], b['images'], extra, device)
+        finally: torch.set_num_threads(threads)
         print(f'{len(pending)} of {len(cells)} cells to run, {b["steps"]} steps each; estimated {_duration(each)} per cell, '
               f'{_duration(each * math.ceil(len(pending) / jobs))} in all with {jobs} job(s)', flush=True)
     kws = [dict(out=out, row=r, seed=s, preset=preset, extra=tuple(extra), device=device, progress=progress and jobs == 1,
