@@ -62,7 +62,7 @@ def write_folder(path: str, writers: dict, meta: dict | None = None) -> str:
     try:
         files = {}
         for fname, write in writers.items():
-            f = os.path.join(tmp, fname); write(f); _fsync(f)
+            f = os.path.join(tmp, fname); write(f); _fsync(f); os.chmod(f, 0o666 & ~_umask())   # safetensors writes 0600
             files[fname] = {'bytes': os.path.getsize(f), 'sha256': sha256(f)}
             _kill_point(f'{name}/{fname}')
         with open(os.path.join(tmp, MANIFEST), 'w') as f:

@@ -9,8 +9,8 @@ from .config import PRESETS, get_config, config_to_dict
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'preview_data',
-           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'check_prompts', 'cmd_sample', 'cmd_ablate', 'cmd_demo',
-           'build_parser', 'main']
+           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_autoencoder', 'check_prompts',
+           'cmd_sample', 'cmd_ablate', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -105,6 +105,14 @@ def cmd_pretrain_encoder(args):
     cfg = get_config(args.preset, args.overrides)
     res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
     print(f"patch accuracy {res['patch_accuracy']:.4f} after {args.steps} steps; wrote {args.out}")
+
+def cmd_pretrain_autoencoder(args):
+    "Stage 0 for the latent-space rows: train the small VAE on Shapes, report its reconstruction."
+    from rf_ref.baselines import train_autoencoder
+    writable(args.out, '--out')
+    res = train_autoencoder(args.steps, args.batch_size, args.lr, args.kl_weight, args.seed, out=args.out, device=args.device)
+    print(f"reconstruction of 1,000 test images: MSE {res['mse']:.5f} (pixels in [-1, 1]), PSNR {res['psnr']:.2f} dB; "
+          f"wrote {args.out}")
 
 # %% ../nbs/90_cli.ipynb #e2ab3593
 def check_prompts(prompts, tok, max_text_len: int) -> list:
@@ -210,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_pretrain_encoder)
+    p = sub.add_parser('pretrain-autoencoder', help='stage 0 for latent space: train the small VAE on Shapes')
+    p.add_argument('--out', required=True); p.add_argument('--steps', type=positive, default=3000)
+    p.add_argument('--batch-size', type=positive, default=64); p.add_argument('--lr', type=positive_float, default=1e-3)
+    p.add_argument('--kl-weight', type=float, default=1e-4); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None)
+    p.set_defaults(fn=cmd_pretrain_autoencoder)
     p = sub.add_parser('sample', help='generate images for prompts from a checkpoint')
     p.add_argument('--ckpt', required=True, help='checkpoint folder (a run\'s ckpt/, or data/rf_shapes-tiny)')
     p.add_argument('--prompt', action='append', required=True, help='a caption; repeat for several')
@@ -221,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('eval', add_help=False, help='ShapesEval + understanding + FID of a checkpoint or a baseline (see rf-ref eval --help)')
     p.add_argument('args', nargs=argparse.REMAINDER); p.set_defaults(fn=lambda a: _eval(a.args))
     p = sub.add_parser('ablate', help="train and score the paper's Table 3 rows on one budget, over seeds",
-                       description='Trains every row (pixel, rf, repa, continuous, codebook-x2, encoder-random) of the '
+                       description='Trains every row (pixel, rf, repa, continuous, codebook-x2, encoder-random, vae, vae-rf) of the '
                        "preset on one budget, per seed; scores ShapesEval, understanding and FID; writes ablation.json, "
                        '.md and .png. Rerun the same command to resume: finished cells are skipped, a killed one resumes.')
     p.add_argument('--out', default='runs/ablate'); p.add_argument('--preset', default='shapes-tiny')

@@ -108,6 +108,10 @@ class ModelConfig:
                                       # + a zero-initialized learned residual) | learned (row + column tables, std 0.02)
     repa_weight: float = 0.0          # REPA baseline (Table 3b): lambda of its alignment loss; 0 = off (REPA's default 0.5)
     repa_depth: int = 0               # the block whose P hidden states REPA aligns (1-based); 0 = a third of mot.depth
+    space: str = 'pixel'              # pixel | latent: P are patches of a frozen autoencoder's latents (Table 3a's VAE rows)
+    autoencoder: str = 'autoencoder_shapes.safetensors'  # latent space: the stage-0 autoencoder (`rf-ref pretrain-autoencoder`)
+    latent_channels: int = 4          # latent space: the autoencoder's channels ...
+    latent_factor: int = 4            # ... and downsampling factor (32 px -> 8 x 8 latents)
 
 # %% ../nbs/00_config.ipynb #4bb9adfa
 @dataclass
@@ -182,7 +186,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
-    def pixel_grid(self) -> int: return self.data.image_size // self.flow.patch_size
+    def flow_size(self) -> int:
+        "Side of what flow matching denoises: the image, or its latent grid."
+        return self.data.image_size // (self.model.latent_factor if self.model.space == 'latent' else 1)
+    @property
+    def flow_channels(self) -> int: return self.model.latent_channels if self.model.space == 'latent' else self.data.channels
+    @property
+    def pixel_grid(self) -> int: return self.flow_size // self.flow.patch_size
     @property
     def n_pixel_tokens(self) -> int: return self.pixel_grid ** 2
     @property
@@ -195,7 +205,7 @@ def _check(ok, msg):
     if not ok: raise ValueError(msg)
 
 # Ranges of single fields, by section ('stage' is each entry of train.stages).
-_AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'encoder': 'patch_size width depth heads mlp_hidden pool',
+_AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'model': 'latent_channels latent_factor', 'encoder': 'patch_size width depth heads mlp_hidden pool',
                'vq': 'sinkhorn_iters', 'mot': 'vocab_size width depth heads kv_heads head_dim ffn_hidden n_experts max_position',
                'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
@@ -206,7 +216,7 @@ _AT_LEAST_0 = {'data': 'n_train n_test', 'encoder': 'n_registers layerscale_init
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]
 _CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'text-image'), 'vq.init': ('kmeans++', 'random'),
             'flow.t_sampler': ('logit_normal', 'uniform'), 'sample.sampler': ('euler', 'heun'),
-            'model.rep_target': ('discrete', 'continuous'), 'model.positions': ('sincos', 'learned'),
+            'model.rep_target': ('discrete', 'continuous'), 'model.positions': ('sincos', 'learned'), 'model.space': ('pixel', 'latent'),
             'train.precision': ('auto', 'fp32', 'bf16')}
 _A = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string', tuple: 'a tuple'}
 
@@ -253,6 +263,11 @@ def validate(cfg: Config) -> Config:
     _check(len(gi) == 2 and all(isinstance(b, (int, float)) for b in gi) and 0 <= gi[0] <= gi[1] <= 1,
            f'sample.guidance_interval={gi!r} must be (lo, hi) with 0 <= lo <= hi <= 1, e.g. (0.0, 1.0)')
     d, e, m, f = cfg.data, cfg.encoder, cfg.mot, cfg.flow
+    if cfg.model.space == 'latent':
+        _check(d.image_size % cfg.model.latent_factor == 0,
+               f'data.image_size={d.image_size} is not a multiple of model.latent_factor={cfg.model.latent_factor}')
+        _check(cfg.flow_size % f.patch_size == 0, f'the {cfg.flow_size}x{cfg.flow_size} latent grid is not a multiple of '
+               f'flow.patch_size={f.patch_size}: in latent space patches are latent cells (e.g. flow.patch_size=2)')
     _check(d.image_size % f.patch_size == 0, f'data.image_size={d.image_size} is not a multiple of flow.patch_size={f.patch_size}: '
            f'pick sizes that divide (e.g. data.image_size={max(f.patch_size, d.image_size // f.patch_size * f.patch_size)})')
     _check(d.image_size % (e.patch_size * e.pool) == 0,

@@ -14,13 +14,13 @@ from .encoder import ViTEncoder, EMA, pool_grid
 from .vq import OnlineVQ
 from .mot import MoTTransformer, attention_mask
 from .flow import patchify, unpatchify, sample_t, add_noise, flow_loss
-from .baselines import RepaProjector, repa_block, repa_targets, repa_loss, capture_output
+from .baselines import RepaProjector, repa_block, repa_targets, repa_loss, capture_output, AutoEncoder
 from contextlib import nullcontext
 
 # %% auto #0
-__all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'rep_targets', 'embed_generation', 'segments',
-           'visibility', 'lm_loss', 'rep_loss', 'generation_losses', 'embed_understanding', 'understanding_losses',
-           'rf_losses']
+__all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
+           'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss', 'generation_losses',
+           'embed_understanding', 'understanding_losses', 'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
 def sincos_2d(gh: int, gw: int,  # grid rows and columns
@@ -77,6 +77,7 @@ class RFModel(nn.Module):
         self.cfg = cfg
         m, enc, d = cfg.mot, cfg.encoder, cfg.mot.width
         c, p = cfg.data.channels, cfg.flow.patch_size
+        q = p * p * cfg.flow_channels                      # a P token: a patch of pixels, or of latents
         max_grid = max(cfg.pixel_grid, cfg.rep_grid) * 4  # room for larger images (later stages, NaViT)
         self.tok_embed = nn.Embedding(m.vocab_size, d)
         self.backbone = MoTTransformer(m)
@@ -95,12 +96,23 @@ class RFModel(nn.Module):
         self.rep_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         self.rep_head = nn.Linear(d, cfg.vq.codebook_size if discrete else enc.width)
         # pixels: linear patch embedding + 2D + time; zero-initialized head predicting the clean patch x
-        self.pix_embed = nn.Linear(p * p * c, d)
+        self.pix_embed = nn.Linear(q, d)
         self.pix_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         self.time_embed = TimeEmbedding(d)
-        self.pix_head = nn.Linear(d, p * p * c)
+        self.pix_head = nn.Linear(d, q)
         nn.init.zeros_(self.pix_head.weight); nn.init.zeros_(self.pix_head.bias)
         if cfg.model.repa_weight > 0: self.repa_proj = RepaProjector(d, enc.width)   # the REPA baseline (Table 3b)
+        if cfg.model.space == 'latent':   # Table 3a's VAE rows: a frozen stage-0 autoencoder, loaded by the trainer
+            self.autoencoder = AutoEncoder(c, cfg.model.latent_channels, cfg.model.latent_factor).requires_grad_(False)
+
+def flow_input(model: RFModel, images: torch.Tensor) -> torch.Tensor:
+    "What flow matching denoises: the (b, c, h, w) images, or their (b, z, h/f, w/f) latents in latent space."
+    if model.cfg.model.space != 'latent': return images
+    with torch.no_grad(): return model.autoencoder.encode(images.float())
+
+def flow_output(model: RFModel, x: torch.Tensor) -> torch.Tensor:
+    "Images from what flow matching produced: itself, or the decoded latents."
+    return model.autoencoder.decode(x.float()) if model.cfg.model.space == 'latent' else x
 
 # %% ../nbs/30_model.ipynb #2129fe07
 @torch.no_grad()
@@ -179,7 +191,7 @@ def rep_loss(model: RFModel, hidden, batch: Batch, target, keep):
 def generation_losses(model: RFModel, batch: Batch, train: bool = True, generator=None) -> dict:
     cfg, x_img = model.cfg, batch.images
     b, dev = len(batch), x_img.device
-    x = patchify(x_img, cfg.flow.patch_size)                                  # (b, m, q)
+    x = patchify(flow_input(model, x_img), cfg.flow.patch_size)               # (b, m, q)
     t = sample_t(b, cfg.flow, generator=generator, device=dev)                 # (b,)
     eps = torch.randn(x.shape, generator=generator, device=dev) * cfg.flow.noise_scale
     z_t = add_noise(x, eps, t)

@@ -10,7 +10,7 @@ from .config import Modality, SampleConfig
 from .data import Batch, generation_batch, load_tokenizer, _positions
 from .mot import KVCache, attention_mask
 from .flow import unpatchify, sample_ode, velocity_from_x, cfg_velocity
-from .model import RFModel, segments, visibility, _fill
+from .model import RFModel, segments, visibility, _fill, flow_output
 
 # %% auto #0
 __all__ = ['MODES', 'SAMPLE_CLAMP', 'prompt_batch', 'sample_top_k', 'sample_rep_tokens', 'pixel_velocity', 'sample_pixels',
@@ -117,10 +117,10 @@ def sample_pixels(model: RFModel, batch: Batch, rep=None, w_pix: float = 3.0, st
     "Images (b, c, h, w) in [-1, 1] for a prompt batch, given R tokens `rep` (None for the pixel-only model)."
     cfg = model.cfg
     velocity = pixel_velocity(model, batch, rep, w_pix, 'cfg' if w_pix != 1.0 else 'cond', guidance_interval)
-    q = cfg.flow.patch_size ** 2 * cfg.data.channels
+    q = cfg.flow.patch_size ** 2 * cfg.flow_channels
     z0 = torch.randn(len(batch), cfg.n_pixel_tokens, q, generator=generator, device=batch.tokens.device) * cfg.flow.noise_scale
     x = sample_ode(velocity, z0, steps=steps, shift=shift, method=method, progress=progress)
-    return unpatchify(x, cfg.flow.patch_size, cfg.data.image_size, cfg.data.image_size).clamp(-1, 1)
+    return flow_output(model, unpatchify(x, cfg.flow.patch_size, cfg.flow_size, cfg.flow_size)).clamp(-1, 1)
 
 # %% ../nbs/40_sample.ipynb #8b2f4605
 @torch.no_grad()

@@ -13,6 +13,7 @@ from .config import Config, get_config, override, config_to_dict, config_from_di
 from .data import load_tokenizer, collate, build_dataset
 from .encoder import EMA
 from .model import RFModel, rf_losses
+from .baselines import load_autoencoder
 from .checkpoint import (CheckpointError, find_checkpoint, load_config, load_weights, load_legacy_state, pack_state,
                                unpack_state, save_rotating, write_folder, write_text_atomic)
 
@@ -25,6 +26,8 @@ __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'lr_at', 'total_s
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
 _GENERATION = re.compile(r'^(rep_|repa_|pix_|time_embed)|\.(pools|norms)\.[12]\.')
+
+_FROZEN = ('target_encoder.', 'autoencoder.')   # never trained by gradient
 
 def group_of(name: str) -> str:
     "The parameter group of a parameter name of `RFModel`."
@@ -39,7 +42,7 @@ def make_optimizer(model: RFModel, cfg: Config) -> torch.optim.AdamW:
     t = cfg.train
     buckets = {}
     for n, p in model.named_parameters():
-        if n.startswith('target_encoder.'): continue  # targets follow the encoder by EMA, never by gradient
+        if n.startswith(_FROZEN): continue  # targets follow the encoder by EMA, never by gradient; the autoencoder is fixed
         key = (group_of(n), p.ndim >= 2)
         buckets.setdefault(key, []).append(p)
     groups = [{'params': ps, 'name': f'{g}{"" if decay else "/no_decay"}', 'group': g,
@@ -74,7 +77,7 @@ def apply_stage(model: RFModel, stage: StageConfig):
     bad = [g for g in stage.train if g != 'all' and g not in GROUPS]
     if bad: raise ValueError(f'stage {stage.name!r} trains unknown groups {bad}; valid: all, {", ".join(GROUPS)}')
     for n, p in model.named_parameters():
-        if n.startswith('target_encoder.'): continue
+        if n.startswith(_FROZEN): continue
         p.requires_grad_('all' in stage.train or group_of(n) in stage.train)
 
 # %% ../nbs/50_train.ipynb #aeac4d71
@@ -131,6 +134,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model = (model or RFModel(cfg)).to(self.device)
         if cfg.encoder.pretrained: load_encoder(self.model, cfg.encoder.pretrained)
+        if cfg.model.space == 'latent': load_autoencoder(self.model.autoencoder, cfg.model.autoencoder, self.device)
         self.ema = EMA(self.model)
         self.opt = make_optimizer(self.model, cfg)
         self.step, self.num_workers, self.history, self.skipped = 0, num_workers, [], 0
