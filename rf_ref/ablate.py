@@ -13,8 +13,8 @@ from .config import Config, get_config
 from .checkpoint import step_folders, write_text_atomic
 
 # %% auto #0
-__all__ = ['ROWS', 'BUDGETS', 'Row', 'row_config', 'evaluate_cell', 'run_cell', 'summarize', 'format_ablation', 'plot_ablation',
-           'estimate_seconds', 'ablate']
+__all__ = ['ROWS', 'BUDGETS', 'Row', 'row_config', 'evaluate_cell', 'run_cell', 'summarize', 'format_ablation',
+           'format_understanding', 'plot_ablation', 'estimate_seconds', 'ablate']
 
 # %% ../nbs/70_ablate.ipynb #be9e84f3
 @dataclass(frozen=True)
@@ -111,6 +111,15 @@ def format_ablation(table: dict) -> str:
              for row, t in table.items()]
     return head + '\n'.join(lines) + '\n'
 
+def format_understanding(table: dict) -> str:
+    "Understanding accuracy per question type and row (Table 2's direction: RF should not cost understanding)."
+    rows = [r for r, t in table.items() if t['understanding_per_type']]
+    if not rows: return ''
+    types = list(table[rows[0]]['understanding_per_type'])
+    return ('| row | ' + ' | '.join(types) + ' | mean |\n' + '| --- ' * (len(types) + 2) + '|\n' +
+            '\n'.join(f"| {r} | " + ' | '.join(f"{table[r]['understanding_per_type'][k]:.3f}" for k in types) +
+                      f" | {table[r]['understanding']:.3f} |" for r in rows) + '\n')
+
 def plot_ablation(table: dict, title: str = 'ShapesEval by row'):
     "Bars of each row's ShapesEval overall with its interval, the paper's GenEval overall beside it."
     import matplotlib.pyplot as plt
@@ -172,7 +181,7 @@ def ablate(out: str, rows=tuple(ROWS), seeds: int = 3, budget: str = 'cpu', step
     table = summarize(results)
     write_text_atomic(os.path.join(out, 'ablation.json'), json.dumps({'budget': b, 'preset': preset, 'extra': list(extra),
                                                                       'rows': table, 'cells': results}, indent=1))
-    write_text_atomic(os.path.join(out, 'ablation.md'), format_ablation(table))
+    write_text_atomic(os.path.join(out, 'ablation.md'), format_ablation(table) + '\n' + format_understanding(table))
     fig = plot_ablation(table, f'{preset}, {b["steps"]} steps x {len(cells) // len(rows)} seed(s)')
     fig.savefig(os.path.join(out, 'ablation.png'), dpi=120)
     return table

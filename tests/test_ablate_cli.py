@@ -20,7 +20,8 @@ def test_ablate_two_rows_tiny(tmp_path):
         assert 0 <= lo <= row['overall'] <= hi <= 1 and math.isfinite(row['fid']) and row['steps'] == 3
         assert set(row['scores']) == {'single_object', 'two_objects', 'counting', 'colors', 'position', 'color_attr'}
         assert set(row['understanding_per_type']) >= {'color', 'count', 'shape'}
-    lines = (tmp_path / 'ablation.md').read_text().splitlines()
-    assert len(lines) == 4 and lines[2].startswith('| pixel | 0.25 |') and lines[3].startswith('| rf | 0.76 |')
+    lines = (tmp_path / 'ablation.md').read_text().splitlines()   # ShapesEval table, blank line, understanding per type
+    assert len(lines) == 9 and lines[2].startswith('| pixel | 0.25 |') and lines[3].startswith('| rf | 0.76 |')
+    assert lines[5].startswith('| row | color |') and lines[8].startswith('| rf |')
     r2 = subprocess.run(args, capture_output=True, text=True, env=ENV)                 # resumes: nothing left to run
     assert r2.returncode == 0 and 'cells to run' not in r2.stdout, r2.stdout
