@@ -172,11 +172,17 @@ def ablate(out: str, rows=tuple(ROWS), seeds: int = 3, budget: str = 'cpu', step
               f'{_duration(each * math.ceil(len(pending) / jobs))} in all with {jobs} job(s)', flush=True)
     kws = [dict(out=out, row=r, seed=s, preset=preset, extra=tuple(extra), device=device, progress=progress and jobs == 1,
                 threads=max(1, (os.cpu_count() or 1) // jobs), **b) for r, s in pending]
-    if jobs == 1: done = [_cell(kw) for kw in tqdm(kws, desc='cells', disable=not progress or not kws)]
+    bar = tqdm(total=len(kws), desc='cells', disable=not progress or not kws)
+    def report(r):   # one line per finished cell, above the bar
+        bar.write(f"{r['row']} seed {r['seed']}: ShapesEval {r['overall']:.3f}, FID {r['fid']:.1f}, "
+                  f"{(r['train_seconds'] + r['eval_seconds']) / 60:.1f} min"); bar.update(1)
+    if jobs == 1:
+        for kw in kws: report(_cell(kw))
     else:
         import multiprocessing as mp
         with mp.get_context('spawn').Pool(jobs) as pool:
-            done = list(tqdm(pool.imap_unordered(_cell, kws), total=len(kws), desc='cells', disable=not progress))
+            for r in pool.imap_unordered(_cell, kws): report(r)
+    bar.close()
     results = [json.load(open(os.path.join(out, r, f'seed-{s}', 'result.json'))) for r, s in cells]
     table = summarize(results)
     write_text_atomic(os.path.join(out, 'ablation.json'), json.dumps({'budget': b, 'preset': preset, 'extra': list(extra),
