@@ -7,7 +7,8 @@ Prints one line per setting and a markdown table; the paper's values are w_rep =
 import argparse, itertools, json
 import torch
 from rf_ref.sample import load_generator
-from rf_ref.eval import ShapesEval, load_judge
+from rf_ref.eval import ShapesEval
+from rf_ref.judge import load_judge
 
 
 def floats(s): return [float(v) for v in s.split(',')]

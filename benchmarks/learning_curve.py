@@ -25,7 +25,8 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
     "ShapesEval + understanding + FID (judge features) of the trainer's EMA weights."
     import matplotlib.pyplot as plt
     from dataclasses import replace
-    from rf_ref.eval import ShapesEval, understanding_accuracy, load_judge, show_judged, fid, RendererModel
+    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged, fid, RendererModel
+    from rf_ref.judge import load_judge
     from rf_ref.sample import RFGenerator
     model = tr.ema.module.eval()
     scfg = model.cfg.sample if w_pix is None else replace(model.cfg.sample, w_pix=w_pix)

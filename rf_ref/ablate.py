@@ -49,7 +49,8 @@ def row_config(row: str, seed: int, steps: int, preset: str = 'shapes-tiny', ext
 def evaluate_cell(folder: str, seed: int, prompts: int, images: int, scenes: int, device=None, progress: bool = True) -> dict:
     "ShapesEval per prompt, understanding per question type and FID of the newest checkpoint in `folder`."
     from rf_ref.sample import load_generator
-    from rf_ref.eval import ShapesEval, RendererModel, load_judge, understanding_accuracy, fid
+    from rf_ref.eval import ShapesEval, RendererModel, understanding_accuracy, fid
+    from rf_ref.judge import load_judge
     gen, judge = load_generator(folder, device=device, seed=seed), load_judge()
     evaluation = ShapesEval(prompts, images, 'test', seed)
     res = evaluation.run(gen, judge, keep_images=True, progress=progress)

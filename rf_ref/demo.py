@@ -25,7 +25,8 @@ def demo_prompts(per_category: int = 2, seed: int = 0) -> list:
 def evaluate(gen: RFGenerator, out: str, prompts_per_category: int = 10, images_per_prompt: int = 4, n_scenes: int = 100,
              seed: int = 0, name: str = 'RF', progress: bool = True, suffix: str = '') -> dict:
     "ShapesEval and understanding accuracy of a generator; writes shapeseval{suffix}.png and judged{suffix}.png."
-    from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged, load_judge
+    from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged
+    from rf_ref.judge import load_judge
     res = ShapesEval(prompts_per_category, images_per_prompt, 'test', seed).run(gen, load_judge(), progress=progress)
     for fig, f in ((plot_scores({name: res}), f'shapeseval{suffix}.png'), (show_judged(res), f'judged{suffix}.png')):
         fig.savefig(os.path.join(out, f), dpi=120); plt_close(fig)
