@@ -6,7 +6,7 @@ The data notebook once asserted "10,000 items in under 10 s of CPU time"; that b
 """
 import argparse, time
 import torch
-from rf_ref.data import Shapes
+from rf_ref.shapes import Shapes
 from rf_ref.eval import ShapesEval, RendererModel
 from rf_ref.judge import load_judge
 

@@ -79,7 +79,7 @@ def train_autoencoder(steps: int = 3000, batch_size: int = 64, lr: float = 1e-3,
                       device=None, progress: bool = True) -> dict:
     "Stage 0 for latent space: train `AutoEncoder` on Shapes, normalize its latents, measure reconstruction, save to `out`."
     from tqdm.auto import tqdm
-    from rf_ref.data import Shapes
+    from rf_ref.shapes import Shapes
     dev = torch.device(device or 'cpu'); torch.manual_seed(seed)
     ae = AutoEncoder(3, latent, factor, width).to(dev)
     opt = torch.optim.AdamW(ae.parameters(), lr=lr, weight_decay=0.0)

@@ -62,7 +62,8 @@ def preview_data(out: str, image_size: int = 32, n: int = 16, seed: int = 0, roo
     "Save captioned grids of the data sets that are available offline to `out`; return the paths written."
     import matplotlib; matplotlib.use('Agg')
     import torch
-    from rf_ref.data import Shapes, Digits, CIFAR10, ImageNet64, show_grid
+    from rf_ref.shapes import Shapes, show_grid
+    from rf_ref.data import Digits, CIFAR10, ImageNet64
     sets = {'shapes': Shapes(n, 'train', image_size, seed), 'shapes-heldout': Shapes(n, 'heldout', image_size, seed),
             'digits': Digits('train', image_size, seed)}
     if root_cifar10: sets['cifar10'] = CIFAR10(root_cifar10)

@@ -8,7 +8,7 @@ import json, os, time
 import numpy as np
 import torch
 from .config import get_config
-from .data import CATEGORIES, sample_prompt
+from .shapes import CATEGORIES, sample_prompt
 from .train import Trainer, fit, plot_history, default_device, load_model, total_steps
 from .sample import RFGenerator, show_samples
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import rf_ref
-from .data import (CATEGORIES, COLORS, HELDOUT, NUMBERS, QUESTION_TYPES, RELATIONS, SHAPES, Obj, Prompt, Shapes,
-                         caption, render, sample_prompt, sample_scene, scene_satisfies, show_grid, to_tensor, to_uint8)
+from .shapes import (CATEGORIES, COLORS, HELDOUT, NUMBERS, QUESTION_TYPES, RELATIONS, SHAPES, Obj, Prompt,
+                              Shapes, caption, render, sample_prompt, sample_scene, scene_satisfies, show_grid,
+                              to_tensor, to_uint8)
 from .judge import (Judge, JudgeConfig, detect, load_judge, format_table, hardware_info,
                            train_judge_main)
 

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .data import (CATEGORIES, COLORS, HELDOUT, NUMBERS, QUESTION_TYPES, RELATIONS, SHAPES, Obj, Prompt, Shapes,
-                         caption, render, sample_prompt, sample_scene, scene_satisfies, show_grid, to_tensor, to_uint8,
-                         data_dir)
+from .shapes import (CATEGORIES, COLORS, HELDOUT, NUMBERS, QUESTION_TYPES, RELATIONS, SHAPES, Obj, Prompt,
+                              Shapes, caption, render, sample_prompt, sample_scene, scene_satisfies, show_grid,
+                              to_tensor, to_uint8)
+from .data import data_dir
 
 # %% auto #0
 __all__ = ['COLOR_NAMES', 'HEAT', 'SHAPE', 'COLOR', 'BOX', 'N_OUT', 'JudgeConfig', 'judge_scene', 'judge_targets',

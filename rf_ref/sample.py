@@ -151,7 +151,7 @@ def blueprint(rep: torch.Tensor, codebook_size: int, vq=None) -> torch.Tensor:
 def show_samples(images, captions, rep=None, codebook_size: int = 0, ncols: int = 8, marks=None,
                  vq=None):  # the model's `OnlineVQ`: paint each code in the mean colour of the regions it stood for
     "Samples with their captions, each preceded by its R blueprint when `rep` is given."
-    from rf_ref.data import show_grid
+    from rf_ref.shapes import show_grid
     if rep is None: return show_grid(images, captions, ncols=ncols, marks=marks)
     up = F.interpolate(blueprint(rep, codebook_size, vq), size=images.shape[-2:], mode='nearest')  # (b, 3, h, w)
     pairs = torch.stack([up, images.cpu()], 1).flatten(0, 1)                                  # blueprint, image, ...

@@ -355,18 +355,18 @@ def plot_history(history, keys=('fm', 'rep', 'lm'), title: str = ''):
 # %% ../nbs/50_train.ipynb #324cde50
 def patch_labels(objects, grid: int) -> torch.Tensor:
     "(grid, grid) labels of a scene: 0 background, else 1 + shape * n_colors + color of the object at the patch center."
-    from rf_ref.data import SHAPES, COLORS, _coverage
+    from rf_ref.shapes import SHAPES, COLORS, coverage
     colors = list(COLORS)
     lab = torch.zeros(grid, grid, dtype=torch.long)
     for o in objects:
-        lab[torch.from_numpy(_coverage(o, grid))] = 1 + SHAPES.index(o.shape) * len(colors) + colors.index(o.color)
+        lab[torch.from_numpy(coverage(o, grid))] = 1 + SHAPES.index(o.shape) * len(colors) + colors.index(o.color)
     return lab
 
 def pretrain_encoder(cfg: Config, steps: int = 400, batch_size: int = 64, lr: float = 2e-3, out: str = '',
                      seed: int = 0, device=None, progress: bool = True) -> dict:
     "Stage 0: train `cfg.encoder` to label Shapes patches; save to `out` (safetensors) if given."
     from rf_ref.encoder import ViTEncoder
-    from rf_ref.data import Shapes, SHAPES, COLORS
+    from rf_ref.shapes import Shapes, SHAPES, COLORS
     dev = default_device(device)
     torch.manual_seed(seed)
     enc = ViTEncoder(cfg.encoder, cfg.data.channels).to(dev)

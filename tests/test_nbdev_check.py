@@ -38,6 +38,6 @@ def test_uncleaned_notebook_fails(clone):
     def dirty(nb):
         nb['cells'][0]['metadata'] = {'collapsed': True, 'scrolled': True}
         nb['metadata']['widgets'] = {'state': {}}
-    edit_notebook(clone / 'nbs' / '01_data.ipynb', dirty)
+    edit_notebook(clone / 'nbs' / '02_data.ipynb', dirty)
     out = check(clone)
     assert out.returncode == 1 and 'run nbdev_clean' in out.stdout
