@@ -34,6 +34,6 @@ def test_renderer_and_noise_reports(tmp_path):
 
 def test_clear_errors(tmp_path):
     out = run('--renderer', '--judge', str(tmp_path / 'nope.safetensors'), check=False)
-    assert out.returncode != 0 and 'train-judge --out' in out.stderr
+    assert out.returncode != 0 and 'python -m rf_ref.judge --out' in out.stderr
     out = run(check=False)
     assert out.returncode == 2 and 'one of the arguments --renderer --noise --ckpt is required' in out.stderr
