@@ -5,7 +5,8 @@
 # %% ../nbs/90_cli.ipynb #3a95d6ed
 from __future__ import annotations
 import argparse, json, os, sys
-from .config import PRESETS, get_config, config_to_dict
+from .config import get_config, config_to_dict
+from .presets import PRESETS
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'preview_data',

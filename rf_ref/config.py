@@ -8,10 +8,9 @@ import ast, dataclasses, enum, json, typing
 from dataclasses import dataclass, field, fields, replace
 
 # %% auto #0
-__all__ = ['POOLS', 'POOL_OF_MODALITY', 'PRESETS', 'Modality', 'DataConfig', 'EncoderConfig', 'VQConfig', 'MoTConfig',
-           'ModelConfig', 'FlowConfig', 'SampleConfig', 'StageConfig', 'TrainConfig', 'Config', 'validate', 'register',
-           'shapes_tiny', 'shapes_small', 'cifar10', 'imagenet64', 'paper', 'override', 'get_config', 'config_to_dict',
-           'config_from_dict']
+__all__ = ['POOLS', 'POOL_OF_MODALITY', 'Modality', 'DataConfig', 'EncoderConfig', 'VQConfig', 'MoTConfig', 'ModelConfig',
+           'FlowConfig', 'SampleConfig', 'StageConfig', 'TrainConfig', 'Config', 'validate', 'override', 'get_config',
+           'config_to_dict', 'config_from_dict']
 
 # %% ../nbs/00_config.ipynb #3965133b
 class Modality(enum.IntEnum):
@@ -251,7 +250,8 @@ def validate(cfg: Config) -> Config:
     t = cfg.train
     _check(isinstance(t.stages, tuple) and len(t.stages) > 0, 'train.stages is empty: give at least one StageConfig')
     for i, s in enumerate(t.stages):
-        _check(isinstance(s, StageConfig), f'train.stages.{i} is a {type(s).__name__}, not a StageConfig')
+        _check(dataclasses.is_dataclass(s) and [f.name for f in fields(s)] == [f.name for f in fields(StageConfig)],
+               f'train.stages.{i} is a {type(s).__name__}, not a StageConfig')
         _check_fields(s, 'stage', f'train.stages.{i}.')
         _check(all(isinstance(g, str) for g in s.train), f'train.stages.{i}.train={s.train!r} must be a tuple of group names')
     for key, options in _CHOICES.items():
@@ -285,81 +285,6 @@ def validate(cfg: Config) -> Config:
     _check(cfg.model.positions != 'sincos' or m.width % 4 == 0,
            f'mot.width={m.width} must be a multiple of 4 for 2D sin-cos positions (or set model.positions=learned)')
     return cfg
-
-# %% ../nbs/00_config.ipynb #2b9d201c
-PRESETS: dict = {}
-
-def register(name):
-    "Decorator: add a function returning a `Config` to the preset registry under `name`."
-    def deco(fn): PRESETS[name] = fn; return fn
-    return deco
-
-@register('shapes-tiny')
-def shapes_tiny() -> Config:
-    # Each choice below was measured on the learning curve (ShapesEval against examples seen; RESULTS.md):
-    # - whole-word tokens: a caption costs ~4 tokens instead of ~20 bytes (padded to the longest in the batch, up to 40), so a step is ~25% cheaper;
-    # - 8x8 pixel patches: the 4x4 P grid lies exactly under the 4x4 R grid (one R token per patch), a sequence
-    #   is ~42 tokens instead of ~90, and x-prediction handles the 192-dim patches (JiT);
-    # - lr 3e-4 (generation parameters 4x, as the paper): 1e-3 gave noisier curves at 8k-32k examples;
-    # - flow time t ~ logit-normal(0, 1) instead of JiT's (-0.8, 0.8): at 32px the clean end (t near 1), where
-    #   shapes get their edges, was under-trained (the flow notebook's toy shows the same).
-    # The encoder starts from the stage-0 checkpoint shipped in data/ (`rf-ref pretrain-encoder`).
-    # `steps` is the demo's fixed budget (`make demo`): 1,334 steps of 24 generation examples = the 32k point of the
-    # learning curve; ~5 minutes of training on an idle 2-core CPU. The shipped checkpoint trains the same preset longer.
-    return Config(name='shapes-tiny', data=DataConfig(tokenizer='words'),
-                  encoder=EncoderConfig(pretrained='encoder_shapes-tiny.safetensors'),
-                  flow=FlowConfig(patch_size=8, t_mean=0.0, t_std=1.0),
-                  train=TrainConfig(stages=(StageConfig('joint', steps=1_334, lr=3e-4),)))
-
-@register('shapes-small')
-def shapes_small() -> Config:
-    return Config(name='shapes-small',
-                  encoder=EncoderConfig(width=192, depth=6, heads=6, mlp_hidden=512),
-                  vq=VQConfig(codebook_size=1024, momentum=0.995),
-                  mot=MoTConfig(width=384, depth=12, heads=6, kv_heads=2, head_dim=64, ffn_hidden=1024),
-                  train=TrainConfig(batch_size=128, warmup_steps=500, ema_decay=0.9995, precision='auto',
-                                    stages=(StageConfig('joint', steps=20_000, lr=5e-4),)))
-
-# %% ../nbs/00_config.ipynb #0ba6b612
-@register('cifar10')
-def cifar10() -> Config:
-    return Config(name='cifar10', data=DataConfig(dataset='cifar10', root='data/cifar10', max_text_len=24),
-                  encoder=EncoderConfig(width=256, depth=8, heads=8, mlp_hidden=683),
-                  vq=VQConfig(codebook_size=1024, momentum=0.999),
-                  mot=MoTConfig(width=512, depth=12, heads=8, kv_heads=4, head_dim=64, ffn_hidden=1536),
-                  train=TrainConfig(batch_size=256, warmup_steps=1_000, ema_decay=0.9999,
-                                    stages=(StageConfig('joint', steps=100_000, lr=3e-4),)))
-
-@register('imagenet64')
-def imagenet64() -> Config:
-    return Config(name='imagenet64', data=DataConfig(dataset='imagenet64', image_size=64, root='data/imagenet64', max_text_len=32),
-                  encoder=EncoderConfig(width=384, depth=12, heads=6, mlp_hidden=1024),
-                  vq=VQConfig(codebook_size=4096, momentum=0.999),
-                  mot=MoTConfig(width=768, depth=16, heads=12, kv_heads=4, head_dim=64, ffn_hidden=2048),
-                  train=TrainConfig(batch_size=256, warmup_steps=2_000, ema_decay=0.9999,
-                                    stages=(StageConfig('joint', steps=200_000, lr=2e-4),)))
-
-# %% ../nbs/00_config.ipynb #09c7eb04
-@register('paper')
-def paper() -> Config:
-    return Config(
-        name='paper',
-        data=DataConfig(dataset='text-image', image_size=256, max_text_len=32_768, tokenizer='', n_train=0, n_test=0),
-        encoder=EncoderConfig(patch_size=16, width=1280, depth=32, heads=20, mlp_hidden=5120, gated_mlp=True,
-                              n_registers=4, qkv_bias=True, layerscale_init=1e-5, rope_base=100.0, ema_decay=0.9999),
-        vq=VQConfig(codebook_size=16_384, temperature=0.5, sinkhorn_iters=1, momentum=0.9999),
-        mot=MoTConfig(vocab_size=151_936, width=2048, depth=48, heads=32, kv_heads=4, head_dim=128, ffn_hidden=768,
-                      n_experts=128, experts_per_token=8, norm_topk_prob=True, rope_theta=1_000_000.0,
-                      norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_position=40_960),
-        model=ModelConfig(rf=True, p_drop_text=0.1, p_drop_rep=0.1, caption_lm=False),
-        flow=FlowConfig(patch_size=16),
-        sample=SampleConfig(steps=25, w_rep=2.0, w_pix=3.0, shift=3.0),
-        train=TrainConfig(batch_size=1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, grad_clip=1.0,
-                          warmup_steps=2_000, gen_lr_mult=4.0, ema_decay=0.9999, precision='bf16',
-                          stages=(StageConfig('alignment', steps=10_000, lr=5e-5, train=('connector',), image_size=256,
-                                              understanding_only=True),
-                                  StageConfig('joint', steps=50_000, lr=5e-5, train=('all',), image_size=256),
-                                  StageConfig('continued', steps=20_000, lr=2.5e-5, train=('all',), image_size=1024))))
 
 # %% ../nbs/00_config.ipynb #2aba0980
 def _field_type(obj, name):
@@ -409,6 +334,7 @@ def override(cfg: Config, overrides=None, **kwargs) -> Config:
 
 def get_config(name: str, overrides=None, **kwargs) -> Config:
     "A fresh copy of the preset `name`, with overrides applied (see `override`)."
+    from rf_ref.presets import PRESETS   # the registry builds on these classes, so it lives in its own module
     if name not in PRESETS:
         raise KeyError(f'unknown preset {name!r}; valid presets: {", ".join(PRESETS)}')
     return override(PRESETS[name](), overrides, **kwargs)
