@@ -19,8 +19,7 @@ except ImportError:  # older torch: dense boolean masks with SDPA only
 # %% auto #0
 __all__ = ['LETTERS', 'rms_norm', 'RMSNorm', 'rope_cache', 'apply_rope', 'TokenTable', 'token_table', 'allowed', 'attention_mask',
            'mask_picture', 'flex_block_mask', 'attend', 'Attention', 'KVCache', 'SwiGLU', 'MoE', 'load_balancing_loss',
-           'Routing', 'route_tokens', 'feed_forward_pool', 'MoTBlock', 'causal_mask', 'MoTTransformer',
-           'mot_config_from_qwen3', 'load_qwen3_moe_state_dict']
+           'Routing', 'route_tokens', 'feed_forward_pool', 'MoTBlock', 'causal_mask', 'MoTTransformer']
 
 # %% ../nbs/12_mot.ipynb #64304139
 class _RMSNormFunction(torch.autograd.Function):
@@ -389,71 +388,3 @@ class MoTTransformer(nn.Module):
         losses = [load_balancing_loss(torch.cat(l), self.cfg.experts_per_token, self.cfg.n_experts, keep.repeat(len(l)))
                   for l, keep in zip(router_logits, keeps) if l and keep.any()]
         return self.cfg.router_aux_coef * sum(losses) if losses else h.new_zeros(())
-
-# %% ../nbs/12_mot.ipynb #1e9de16d
-def mot_config_from_qwen3(hf_config) -> MoTConfig:
-    "A `MoTConfig` with the shape of a Hugging Face Qwen3-MoE (or dense Qwen3) config."
-    c = hf_config
-    n_experts = getattr(c, 'num_experts', 0) or 1
-    if n_experts > 1 and (getattr(c, 'decoder_sparse_step', 1) != 1 or getattr(c, 'mlp_only_layers', None)):
-        raise ValueError('every layer must be a mixture of experts: need decoder_sparse_step=1 and mlp_only_layers=[] '
-                         f'(got {c.decoder_sparse_step}, {c.mlp_only_layers})')
-    if getattr(c, 'attention_bias', False): raise ValueError('attention_bias=True is not supported: Qwen3 has none')
-    if getattr(c, 'use_sliding_window', False): raise ValueError('use_sliding_window=True is not supported: every layer attends globally')
-    rope = getattr(c, 'rope_parameters', None) or {}
-    if rope.get('rope_type', 'default') != 'default': raise ValueError(f"rope_type={rope['rope_type']!r}: only 'default' RoPE is supported")
-    return MoTConfig(vocab_size=c.vocab_size, width=c.hidden_size, depth=c.num_hidden_layers,
-                     heads=c.num_attention_heads, kv_heads=c.num_key_value_heads,
-                     head_dim=getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads,
-                     ffn_hidden=c.moe_intermediate_size if n_experts > 1 else c.intermediate_size,
-                     n_experts=n_experts, experts_per_token=c.num_experts_per_tok if n_experts > 1 else 1,
-                     norm_topk_prob=getattr(c, 'norm_topk_prob', True),
-                     router_aux_coef=getattr(c, 'router_aux_loss_coef', 0.001),
-                     rope_theta=float(rope.get('rope_theta', getattr(c, 'rope_theta', 10_000.0))),
-                     norm_eps=c.rms_norm_eps, qk_norm=True, tie_embeddings=bool(c.tie_word_embeddings),
-                     max_position=c.max_position_embeddings)
-
-# %% ../nbs/12_mot.ipynb #07241ab4
-def _qwen3_layer(sd: dict, i: int, n_experts: int) -> tuple[dict, torch.Tensor, dict]:
-    "Hugging Face decoder layer `i` in this module's names: shared weights, the FFN pre-norm gain, the FFN."
-    def get(key):
-        if f'layers.{i}.{key}' not in sd: raise KeyError(f'layers.{i}.{key} is missing from the Qwen3 state dict')
-        return sd[f'layers.{i}.{key}']
-    a, x = 'self_attn.', 'mlp.experts.'
-    shared = {'attention_norm.weight': get('input_layernorm.weight'),
-              'attention.qkv.weight': torch.cat([get(a + 'q_proj.weight'), get(a + 'k_proj.weight'), get(a + 'v_proj.weight')]),
-              'attention.out.weight': get(a + 'o_proj.weight'),
-              'attention.q_norm.weight': get(a + 'q_norm.weight'), 'attention.k_norm.weight': get(a + 'k_norm.weight')}
-    if n_experts == 1:
-        ffn = {'gate_up.weight': torch.cat([get('mlp.gate_proj.weight'), get('mlp.up_proj.weight')]),
-               'down.weight': get('mlp.down_proj.weight')}
-    elif f'layers.{i}.{x}gate_up_proj' in sd:  # transformers 5: experts fused, (e, 2f, d) and (e, d, f)
-        ffn = {'router.weight': get('mlp.gate.weight'), 'gate_up': get(x + 'gate_up_proj'), 'down': get(x + 'down_proj')}
-    else:  # published checkpoints: one module per expert
-        ffn = {'router.weight': get('mlp.gate.weight'),
-               'gate_up': torch.stack([torch.cat([get(f'{x}{e}.gate_proj.weight'), get(f'{x}{e}.up_proj.weight')])
-                                       for e in range(n_experts)]),                    # (e, 2f, d)
-               'down': torch.stack([get(f'{x}{e}.down_proj.weight') for e in range(n_experts)])}  # (e, d, f)
-    return shared, get('post_attention_layernorm.weight'), ffn
-
-# %% ../nbs/12_mot.ipynb #ea3aeade
-def load_qwen3_moe_state_dict(model: MoTTransformer,
-                              hf_state_dict: dict,   # Qwen3(-MoE) decoder weights: `layers.*` (a leading `model.` is fine)
-                              pools: str = 'copy'    # copy: into all three pools (BAGEL); understanding: that pool only
-                             ) -> list:
-    "Load a Hugging Face Qwen3-MoE decoder into `model` (materialized, not on meta); returns the keys it left unused."
-    if pools not in ('copy', 'understanding'): raise ValueError(f"pools={pools!r}: use 'copy' or 'understanding'")
-    sd = {k.removeprefix('model.'): v for k, v in hf_state_dict.items()}
-    ours = {'norm.weight': sd['norm.weight']}
-    for i in range(model.cfg.depth):
-        shared, norm, ffn = _qwen3_layer(sd, i, model.cfg.n_experts)
-        ours |= {f'blocks.{i}.{k}': v for k, v in shared.items()}
-        for p in range(len(POOLS) if pools == 'copy' else 1):
-            ours |= {f'blocks.{i}.norms.{p}.weight': norm} | {f'blocks.{i}.pools.{p}.{k}': v for k, v in ffn.items()}
-    missing, unexpected = model.load_state_dict(ours, strict=False)
-    left_alone = () if pools == 'copy' else ('.pools.1.', '.pools.2.', '.norms.1.', '.norms.2.')
-    missing = [k for k in missing if not any(part in k for part in left_alone)]
-    if missing or unexpected: raise KeyError(f'Qwen3 weights do not fit the model: missing {missing}, unexpected {unexpected}')
-    loaded = {f'layers.{i}.' for i in range(model.cfg.depth)}
-    return [k for k in hf_state_dict if k.removeprefix('model.') != 'norm.weight'
-            and not any(k.removeprefix('model.').startswith(l) for l in loaded)]

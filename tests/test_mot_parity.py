@@ -14,7 +14,8 @@ from transformers import Qwen3Config, Qwen3Model, Qwen3MoeConfig, Qwen3MoeModel
 from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
 
 from rf_ref.config import Modality
-from rf_ref.mot import MoTTransformer, attention_mask, load_qwen3_moe_state_dict, mot_config_from_qwen3
+from rf_ref.mot import MoTTransformer, attention_mask
+from rf_ref.qwen3 import load_qwen3_moe_state_dict, mot_config_from_qwen3
 
 SMALL = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              head_dim=16)
