@@ -16,8 +16,9 @@ from .shapes import (SHAPES, COLORS, NUMBERS, RELATIONS, CATEGORIES, Shapes, Sha
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_HELP', 'IMAGENET64_HELP', 'SPECIAL_TOKENS', 'SHAPES_WORDS', 'QWEN3_SPECIALS', 'IGNORE',
            'MODALITY_COLORS', 'Digits', 'CIFAR10', 'write_cifar10_fixture', 'ImageNet64', 'write_imagenet64_fixture',
-           'ByteTokenizer', 'WordTokenizer', 'HFTokenizer', 'load_tokenizer', 'Batch', 'generation_batch',
-           'understanding_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file', 'build_dataset']
+           'ByteTokenizer', 'WordTokenizer', 'HFTokenizer', 'load_tokenizer', 'Batch', 'rope_positions',
+           'generation_batch', 'understanding_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file',
+           'build_dataset']
 
 # %% ../nbs/02_data.ipynb #ed5e2cab
 class Digits(Dataset):
@@ -222,7 +223,7 @@ class Batch:
         return Batch(*(getattr(self, f).to(device) for f in ('tokens', 'modality', 'positions', 'targets', 'images')),
                      self.texts, self.kind)
 
-def _positions(modality: torch.Tensor) -> torch.Tensor:
+def rope_positions(modality: torch.Tensor) -> torch.Tensor:
     "(b, n) positions: consecutive over real tokens, one shared position per image block, 0 on padding."
     real = modality != Modality.PAD
     img = (modality == Modality.REP) | (modality == Modality.PIXEL) | (modality == Modality.VISUAL)
@@ -244,7 +245,7 @@ def generation_batch(captions, images, tok, n_rep: int, n_pix: int, max_text_len
         tokens[i, l - len(t):l] = torch.tensor(t); modality[i, l - len(t):l] = Modality.TEXT
         if caption_lm: targets[i, l - len(t):l - 1] = torch.tensor(t[1:])
     tokens[:, l:] = torch.tensor(tail); modality[:, l:] = torch.tensor(tail_mod)
-    return Batch(tokens, modality, _positions(modality), targets, images, list(captions), 'generation')
+    return Batch(tokens, modality, rope_positions(modality), targets, images, list(captions), 'generation')
 
 # %% ../nbs/02_data.ipynb #a989d37c
 def understanding_batch(images, questions, answers, tok, n_vis: int, max_text_len: int) -> Batch:
@@ -263,7 +264,7 @@ def understanding_batch(images, questions, answers, tok, n_vis: int, max_text_le
         modality[i, 1:1 + n_vis] = Modality.VISUAL
         targets[i, len(head) + len(p) - 1:len(t) - 1] = torch.tensor(a)  # position j predicts token j+1
     texts = [f'{q} {a}' for q, a in zip(questions, answers)]
-    return Batch(tokens, modality, _positions(modality), targets, images, texts, 'understanding')
+    return Batch(tokens, modality, rope_positions(modality), targets, images, texts, 'understanding')
 
 # %% ../nbs/02_data.ipynb #d3849a75
 def _image(item): return item.image if isinstance(item, ShapesItem) else item['image']

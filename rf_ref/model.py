@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
-           'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss', 'generation_losses',
+           'fill_slots', 'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss', 'generation_losses',
            'embed_understanding', 'understanding_losses', 'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
@@ -130,7 +130,7 @@ def rep_targets(model: RFModel, images: torch.Tensor, update: bool = False) -> d
     return {'ids': ids, 'features': features, 'grid': pooled.shape[1:3], 'stats': stats}
 
 # %% ../nbs/30_model.ipynb #45fc2620
-def _fill(h, where, values):
+def fill_slots(h, where, values):
     "Write `values` (b, s, d) into the slots of `h` where `where` (b, n) is True, row by row."
     out = h.clone()
     out[where] = values.reshape(-1, values.shape[-1]).to(out.dtype)
@@ -142,9 +142,9 @@ def embed_generation(model: RFModel, batch: Batch, rep_in, z_t, t) -> torch.Tens
     h = model.tok_embed(batch.tokens)                                          # (b, n, d)
     if cfg.model.rf:
         rep = model.rep_embed(rep_in) + model.rep_pos(cfg.rep_grid, cfg.rep_grid)  # (b, r, d)
-        h = _fill(h, batch.modality == Modality.REP, rep)
+        h = fill_slots(h, batch.modality == Modality.REP, rep)
     pix = model.pix_embed(z_t) + model.pix_pos(cfg.pixel_grid, cfg.pixel_grid) + model.time_embed(t)[:, None]  # (b, m, d)
-    return _fill(h, batch.modality == Modality.PIXEL, pix)
+    return fill_slots(h, batch.modality == Modality.PIXEL, pix)
 
 # %% ../nbs/30_model.ipynb #fd700103
 def segments(batch: Batch) -> dict:
@@ -223,7 +223,7 @@ def embed_understanding(model: RFModel, batch: Batch) -> torch.Tensor:
     grid = pool_grid(model.encoder(batch.images), model.cfg.encoder.pool)   # (b, gh', gw', e)
     gh, gw = grid.shape[1:3]
     vis = model.connector(grid.flatten(1, 2)) + model.vis_pos(gh, gw)       # (b, v, d)
-    return _fill(model.tok_embed(batch.tokens), batch.modality == Modality.VISUAL, vis)
+    return fill_slots(model.tok_embed(batch.tokens), batch.modality == Modality.VISUAL, vis)
 
 def understanding_losses(model: RFModel, batch: Batch) -> dict:
     h = embed_understanding(model, batch)

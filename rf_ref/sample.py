@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .config import Modality, SampleConfig
-from .data import Batch, generation_batch, load_tokenizer, _positions
+from .data import Batch, generation_batch, load_tokenizer, rope_positions
 from .mot import KVCache, attention_mask
 from .flow import unpatchify, sample_ode, velocity_from_x, cfg_velocity
-from .model import RFModel, segments, visibility, _fill, flow_output
+from .model import RFModel, segments, visibility, fill_slots, flow_output
 
 # %% auto #0
 __all__ = ['MODES', 'SAMPLE_CLAMP', 'prompt_batch', 'sample_top_k', 'sample_rep_tokens', 'pixel_velocity', 'sample_pixels',
@@ -96,7 +96,7 @@ def pixel_velocity(model: RFModel, batch: Batch, rep=None, w_pix: float = 3.0, m
     if cfg.model.rf:
         if rep is None: raise ValueError('this model uses R tokens: pass rep= (from sample_rep_tokens)')
         rep_e = model.rep_embed(_rep_in(model, torch.cat([rep, rep]) if guided else rep)) + model.rep_pos(cfg.rep_grid, cfg.rep_grid)
-        h = _fill(h, full.modality[:, :start] == Modality.REP, rep_e)
+        h = fill_slots(h, full.modality[:, :start] == Modality.REP, rep_e)
     cache = KVCache.empty(cfg.mot.depth)                                        # the prefix [T R bop], run once
     model.backbone(h, full.modality[:, :start], full.positions[:, :start], mask[:, :start, :start], cache)
     pos, (lo, hi) = model.pix_pos(cfg.pixel_grid, cfg.pixel_grid), guidance_interval
@@ -174,7 +174,7 @@ def answer(model: RFModel, images: torch.Tensor, questions, tok=None, max_new_to
     for i, r in enumerate(rows):
         tokens[i, n - len(r):] = torch.tensor(r); modality[i, n - len(r):] = Modality.TEXT
         modality[i, n - len(r) + 1:n - len(r) + 1 + n_vis] = Modality.VISUAL
-    positions = _positions(modality)
+    positions = rope_positions(modality)
     batch = Batch(tokens, modality, positions, tokens, images.cpu(), list(questions), 'understanding').to(dev)
     keys = batch.modality != Modality.PAD                                         # (b, n) visible keys so far
     cache = KVCache.empty(model.cfg.mot.depth)
