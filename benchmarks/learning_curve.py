@@ -25,7 +25,7 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
     "ShapesEval + understanding + FID (judge features) of the trainer's EMA weights."
     import matplotlib.pyplot as plt
     from dataclasses import replace
-    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged, fid, RendererModel
+    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged
     from rf_ref.judge import load_judge
     from rf_ref.sample import RFGenerator
     model = tr.ema.module.eval()
@@ -42,11 +42,9 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
         prompts12 = demo_prompts(); imgs = gen.generate(prompts12)
         fig = show_samples(imgs, prompts12, gen.last_rep, model.cfg.vq.codebook_size, ncols=8, vq=model.vq)
         fig.savefig(os.path.join(out, f'blueprints_{examples}.png'), dpi=110); plt.close(fig)
-    x = torch.from_numpy(res.images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    ref = RendererModel(seed + 1).generate([p.caption for _, _, p in evaluation.jobs()])
     und = understanding_accuracy(gen.answer, scenes, 'test', seed) if scenes else None
     model.train()
-    return {'shapeseval': res.to_dict(), 'fid': fid(x, ref, judge), 'understanding': und,
+    return {'shapeseval': res.to_dict(), 'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und,
             'eval_seconds': round(time.perf_counter() - t0, 1)}
 
 

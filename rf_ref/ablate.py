@@ -49,20 +49,17 @@ def row_config(row: str, seed: int, steps: int, preset: str = 'shapes-tiny', ext
 def evaluate_cell(folder: str, seed: int, prompts: int, images: int, scenes: int, device=None, progress: bool = True) -> dict:
     "ShapesEval per prompt (and `judged.png`, 24 judged samples), understanding per question type and FID of the newest checkpoint in `folder`."
     from rf_ref.sample import load_generator
-    from rf_ref.eval import ShapesEval, RendererModel, understanding_accuracy, fid, show_judged
+    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged
     from rf_ref.judge import load_judge
     gen, judge = load_generator(folder, device=device, seed=seed), load_judge()
     evaluation = ShapesEval(prompts, images, 'test', seed)
     res = evaluation.run(gen, judge, keep_images=True, progress=progress)
     import matplotlib.pyplot as plt
     fig = show_judged(res, n=24); fig.savefig(os.path.join(folder, 'judged.png'), dpi=110); plt.close(fig)   # to look at
-    per_prompt = {c: [0.0] * prompts for c in res.scores}
-    for r in res.records: per_prompt[r['category']][r['prompt']] += r['passed'] / images
-    x = torch.from_numpy(res.images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    ref = RendererModel(seed + 1, x.shape[-1]).generate([p.caption for _, _, p in evaluation.jobs()])
+    per_prompt = {c: s.tolist() for c, s in evaluation.per_prompt(res.records).items()}
     und = understanding_accuracy(gen.answer, scenes, 'test', seed) if scenes else None
-    return {'overall': res.overall, 'scores': res.scores, 'per_prompt': per_prompt, 'fid': fid(x, ref, judge),
-            'understanding': und}
+    return {'overall': res.overall, 'scores': res.scores, 'per_prompt': per_prompt,
+            'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und}
 
 def run_cell(out: str, row: str, seed: int, steps: int, prompts: int, images: int, scenes: int, preset: str = 'shapes-tiny',
              extra=(), device=None, progress: bool = True) -> dict:

@@ -117,10 +117,21 @@ class ShapesEval:
             if keep_images: images.append(to_uint8(x.detach().float().cpu()))
         return self.score(records, np.concatenate(images) if keep_images else None)
 
+    def per_prompt(self, records) -> dict:
+        "{category: (prompts,) fraction of each prompt's images that pass} from per-image records."
+        out = {c: np.zeros(len(self.prompts[c])) for c in self.categories}
+        for r in records: out[r['category']][r['prompt']] += r['passed'] / self.images_per_prompt
+        return out
+
+    def fid_to_renderer(self, result: EvalResult, judge: Judge, seed: int = 1) -> float:
+        "FID (judge features) of the kept images of `result` against the renderer's images of the same prompts."
+        images = torch.from_numpy(result.images).permute(0, 3, 1, 2).float() / 127.5 - 1   # (b, c, h, w)
+        reference = RendererModel(seed, images.shape[-1]).generate([p.caption for _, _, p in self.jobs()])
+        return fid(images, reference, judge)
+
     def score(self, records, images=None) -> EvalResult:
         "Per-category and overall scores, with bootstrap intervals over prompts, from per-image records."
-        per_prompt = {c: np.zeros(len(self.prompts[c])) for c in self.categories}  # fraction of a prompt's images that pass
-        for r in records: per_prompt[r['category']][r['prompt']] += r['passed'] / self.images_per_prompt
+        per_prompt = self.per_prompt(records)
         scores = {c: float(s.mean()) for c, s in per_prompt.items()}
         ci, overall_ci = bootstrap_ci(per_prompt, seed=self.seed)
         config = {'prompts_per_category': len(self.prompts[self.categories[0]]), 'images_per_prompt': self.images_per_prompt,
@@ -288,10 +299,7 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
     evaluation = ShapesEval(prompts_per_category, images_per_prompt, split, seed)
     result = evaluation.run(generate, judge, batch_size, keep_images=with_fid, progress=progress)
     report = {'name': name, 'shapes_eval': result.to_dict(), 'shapes_eval_seconds': round(time.time() - t0, 2)}
-    if with_fid:
-        images = torch.from_numpy(result.images).permute(0, 3, 1, 2).float() / 127.5 - 1   # (b, c, h, w)
-        reference = RendererModel(seed + 1, images.shape[-1]).generate([p.caption for _, _, p in evaluation.jobs()])
-        report['fid_judge_vs_renderer'] = fid(images, reference, judge)
+    if with_fid: report['fid_judge_vs_renderer'] = evaluation.fid_to_renderer(result, judge, seed + 1)
     if answer is not None and understanding_n:
         size = result.images.shape[1] if with_fid else judge.config.image_size
         report['understanding'] = understanding_accuracy(answer, understanding_n, split, seed, size)
