@@ -9,9 +9,9 @@ from .config import get_config, config_to_dict
 from .presets import PRESETS
 
 # %% auto #0
-__all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'preview_data',
-           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_autoencoder', 'check_prompts',
-           'cmd_sample', 'cmd_ablate', 'cmd_demo', 'build_parser', 'main']
+__all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'gpu_counts', 'cmd_plan',
+           'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_autoencoder',
+           'check_prompts', 'cmd_sample', 'cmd_ablate', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -57,6 +57,19 @@ def cmd_presets(args):
 def cmd_config(args):
     "Print a preset's resolved config (with overrides) as JSON."
     print(json.dumps(config_to_dict(get_config(args.preset, args.overrides)), indent=1))
+
+def gpu_counts(text: str) -> list:
+    "argparse type: one GPU count or a comma-separated list of them, e.g. 8,64,256."
+    counts = [positive(t.strip()) for t in text.split(',') if t.strip()]
+    if not counts: raise argparse.ArgumentTypeError(f'{text!r} names no GPU count: give e.g. 64 or 8,64,256')
+    return counts
+
+def cmd_plan(args):
+    "Print the memory and time plan of a preset for each GPU count (see the plan notebook)."
+    from rf_ref.plan import plan, format_plans, Workload
+    cfg = get_config(args.preset, args.overrides)
+    work = Workload(tokens=args.tokens, generation=args.generation, understanding=args.understanding, text=args.text)
+    print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
 
 # %% ../nbs/90_cli.ipynb #ea840350
 def preview_data(out: str, image_size: int = 32, n: int = 16, seed: int = 0, root_cifar10: str = '', root_imagenet64: str = '') -> list:
@@ -200,6 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--preset', default='shapes-tiny', help=f'one of: {", ".join(PRESETS)}')
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. mot.width=256 train.stages.0.steps=100')
     p.set_defaults(fn=cmd_config)
+    p = sub.add_parser('plan', help='memory per GPU, FLOPs per token and training time of a preset under FSDP2')
+    p.add_argument('--preset', default='paper', help=f'one of: {", ".join(PRESETS)}')
+    p.add_argument('--gpus', type=gpu_counts, default=[8, 64, 256], help='GPU counts, comma-separated (default 8,64,256)')
+    p.add_argument('--gpu-memory', type=positive_float, default=80.0, help='GB per GPU (default 80)')
+    p.add_argument('--replicas', type=positive, default=1, help='HSDP: replicate across this many groups, shard within (default 1)')
+    p.add_argument('--mfu', type=positive_float, default=0.4, help='model FLOPs utilization assumed for the time (default 0.4)')
+    p.add_argument('--peak-tflops', type=positive_float, default=989.0, help='bf16 dense peak per GPU (default 989, H100 SXM)')
+    p.add_argument('--tokens', type=positive, default=32_768, help='tokens per packed row, one row per GPU per step')
+    p.add_argument('--generation', type=float, default=0.6, help='share of the budget in text-to-image documents')
+    p.add_argument('--understanding', type=float, default=0.2, help='share in image-to-text documents')
+    p.add_argument('--text', type=float, default=0.2, help='share in pure-text documents')
+    p.add_argument('overrides', nargs='*', help='key=value overrides of the preset')
+    p.set_defaults(fn=cmd_plan)
     p = sub.add_parser('preview', help='save captioned grids of the offline data sets')
     p.add_argument('--out', default='outputs/preview'); p.add_argument('--image-size', type=positive, default=32)
     p.add_argument('--n', type=positive, default=16); p.add_argument('--seed', type=int, default=0)
