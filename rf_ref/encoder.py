@@ -17,7 +17,7 @@ from .config import EncoderConfig
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'patchify', 'patch_coordinates', 'rope_angles', 'rotate_half', 'apply_rope',
            'Attention', 'FeedForward', 'Block', 'block_diagonal_mask', 'ViTEncoder', 'pool_grid', 'ema_update', 'EMA',
-           'encoder_config_from_dinov3', 'dinov3_name', 'load_dinov3_state_dict']
+           'encoder_config_from_dinov3', 'dinov3_name', 'fold_imagenet_norm', 'load_dinov3_state_dict']
 
 # %% ../nbs/10_encoder.ipynb #59dde167
 def patchify(images: torch.Tensor,  # (b, c, h, w) with h and w multiples of `patch_size`
@@ -315,7 +315,10 @@ def dinov3_name(hf_name: str) -> str | None:
     return None
 
 # %% ../nbs/10_encoder.ipynb #b2779f11
-def _fold_imagenet_norm(weight: torch.Tensor, bias: torch.Tensor, channels: int) -> tuple:
+def fold_imagenet_norm(weight: torch.Tensor,  # (d, c*p*p) patch embedding of a pretrained DINOv3
+                       bias: torch.Tensor,    # (d,)
+                       channels: int,         # c: the first c of the ImageNet mean and std
+                      ) -> tuple:             # (d, c*p*p) weight and (d,) bias for [-1, 1] pixels
     "Patch-embedding weights that take [-1, 1] pixels to what W, b give on ImageNet-normalized pixels."
     mean = torch.tensor(IMAGENET_MEAN, dtype=weight.dtype, device=weight.device)[:channels]
     std = torch.tensor(IMAGENET_STD, dtype=weight.dtype, device=weight.device)[:channels]
@@ -342,7 +345,7 @@ def load_dinov3_state_dict(model: ViTEncoder,         # built from `encoder_conf
     if missing or unexpected:
         raise KeyError(f'DINOv3 state dict does not match the encoder: missing {missing}, unexpected {sorted(unexpected)}')
     if fold_input_norm:
-        converted['patch_embed.weight'], converted['patch_embed.bias'] = _fold_imagenet_norm(
+        converted['patch_embed.weight'], converted['patch_embed.bias'] = fold_imagenet_norm(
             converted['patch_embed.weight'], converted['patch_embed.bias'], model.in_channels)
     model.load_state_dict(converted)
     return model

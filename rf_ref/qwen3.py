@@ -4,12 +4,13 @@
 
 # %% ../nbs/15_qwen3.ipynb #q0a1b2c5
 from __future__ import annotations
+import re
 import torch
 from .config import MoTConfig, POOLS
 from .mot import MoTTransformer
 
 # %% auto #0
-__all__ = ['mot_config_from_qwen3', 'load_qwen3_moe_state_dict']
+__all__ = ['mot_config_from_qwen3', 'qwen3_destinations', 'load_qwen3_moe_state_dict']
 
 # %% ../nbs/15_qwen3.ipynb #1e9de16d
 def mot_config_from_qwen3(hf_config) -> MoTConfig:
@@ -35,27 +36,38 @@ def mot_config_from_qwen3(hf_config) -> MoTConfig:
                      max_position=c.max_position_embeddings)
 
 # %% ../nbs/15_qwen3.ipynb #07241ab4
-def _qwen3_layer(sd: dict, i: int, n_experts: int) -> tuple[dict, torch.Tensor, dict]:
-    "Hugging Face decoder layer `i` in this module's names: shared weights, the FFN pre-norm gain, the FFN."
-    def get(key):
-        if f'layers.{i}.{key}' not in sd: raise KeyError(f'layers.{i}.{key} is missing from the Qwen3 state dict')
-        return sd[f'layers.{i}.{key}']
-    a, x = 'self_attn.', 'mlp.experts.'
-    shared = {'attention_norm.weight': get('input_layernorm.weight'),
-              'attention.qkv.weight': torch.cat([get(a + 'q_proj.weight'), get(a + 'k_proj.weight'), get(a + 'v_proj.weight')]),
-              'attention.out.weight': get(a + 'o_proj.weight'),
-              'attention.q_norm.weight': get(a + 'q_norm.weight'), 'attention.k_norm.weight': get(a + 'k_norm.weight')}
-    if n_experts == 1:
-        ffn = {'gate_up.weight': torch.cat([get('mlp.gate_proj.weight'), get('mlp.up_proj.weight')]),
-               'down.weight': get('mlp.down_proj.weight')}
-    elif f'layers.{i}.{x}gate_up_proj' in sd:  # transformers 5: experts fused, (e, 2f, d) and (e, d, f)
-        ffn = {'router.weight': get('mlp.gate.weight'), 'gate_up': get(x + 'gate_up_proj'), 'down': get(x + 'down_proj')}
-    else:  # published checkpoints: one module per expert
-        ffn = {'router.weight': get('mlp.gate.weight'),
-               'gate_up': torch.stack([torch.cat([get(f'{x}{e}.gate_proj.weight'), get(f'{x}{e}.up_proj.weight')])
-                                       for e in range(n_experts)]),                    # (e, 2f, d)
-               'down': torch.stack([get(f'{x}{e}.down_proj.weight') for e in range(n_experts)])}  # (e, d, f)
-    return shared, get('post_attention_layernorm.weight'), ffn
+_SHARED = {'input_layernorm.weight': 'attention_norm.weight', 'self_attn.o_proj.weight': 'attention.out.weight',
+           'self_attn.q_norm.weight': 'attention.q_norm.weight', 'self_attn.k_norm.weight': 'attention.k_norm.weight'}
+_PER_POOL = [  # (Hugging Face name after `layers.{i}.`, ours after `blocks.{i}.`): one copy per pool p
+    (r'post_attention_layernorm\.weight', 'norms.{p}.weight'),
+    (r'mlp\.gate\.weight', 'pools.{p}.router.weight'),
+    (r'mlp\.(gate|up)_proj\.weight', 'pools.{p}.gate_up.weight'),         # dense: one half of [W_gate; W_up]
+    (r'mlp\.down_proj\.weight', 'pools.{p}.down.weight'),
+    (r'mlp\.experts\.gate_up_proj', 'pools.{p}.gate_up'),                 # transformers 5: (E, 2f, d) at once
+    (r'mlp\.experts\.down_proj', 'pools.{p}.down'),                       # (E, d, f)
+    (r'mlp\.experts\.(\d+)\.(gate|up)_proj\.weight', 'pools.{p}.gate_up'),  # published: expert e, one half
+    (r'mlp\.experts\.(\d+)\.down_proj\.weight', 'pools.{p}.down')]
+
+def qwen3_destinations(hf_name: str,         # a Qwen3(-MoE) decoder tensor name; a leading `model.` is fine
+                       cfg: MoTConfig,       # the backbone's config: it sets the row blocks of `qkv` and `gate_up`
+                       pools: str = 'copy',  # copy: into all three pools (BAGEL); understanding: that pool only
+                      ) -> list:             # [(our `MoTTransformer` name, index of the part it fills)]; [] if none
+    "Where one Hugging Face Qwen3 tensor goes: our parameter, and the rows or expert of it, as an index tuple."
+    if pools not in ('copy', 'understanding'): raise ValueError(f"pools={pools!r}: use 'copy' or 'understanding'")
+    name = hf_name.removeprefix('model.')
+    if name == 'norm.weight': return [('norm.weight', ())]
+    if not (m := re.fullmatch(r'layers\.(\d+)\.(.+)', name)): return []
+    block, key = f'blocks.{m[1]}.', m[2]
+    q, kv, f = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.ffn_hidden
+    rows = {'q': slice(0, q), 'k': slice(q, q + kv), 'v': slice(q + kv, q + 2 * kv),  # qkv = [W_q; W_k; W_v]
+            'gate': slice(0, f), 'up': slice(f, 2 * f)}                               # gate_up = [W_gate; W_up]
+    if key in _SHARED: return [(block + _SHARED[key], ())]
+    if a := re.fullmatch(r'self_attn\.([qkv])_proj\.weight', key): return [(block + 'attention.qkv.weight', (rows[a[1]],))]
+    for pattern, ours in _PER_POOL:
+        if a := re.fullmatch(pattern, key):
+            index = tuple(int(g) if g.isdigit() else rows[g] for g in a.groups())  # (expert,) and/or (rows,)
+            return [(block + ours.format(p=p), index) for p in range(len(POOLS) if pools == 'copy' else 1)]
+    return []
 
 # %% ../nbs/15_qwen3.ipynb #ea3aeade
 def load_qwen3_moe_state_dict(model: MoTTransformer,
@@ -63,18 +75,19 @@ def load_qwen3_moe_state_dict(model: MoTTransformer,
                               pools: str = 'copy'    # copy: into all three pools (BAGEL); understanding: that pool only
                              ) -> list:
     "Load a Hugging Face Qwen3-MoE decoder into `model` (materialized, not on meta); returns the keys it left unused."
-    if pools not in ('copy', 'understanding'): raise ValueError(f"pools={pools!r}: use 'copy' or 'understanding'")
-    sd = {k.removeprefix('model.'): v for k, v in hf_state_dict.items()}
-    ours = {'norm.weight': sd['norm.weight']}
-    for i in range(model.cfg.depth):
-        shared, norm, ffn = _qwen3_layer(sd, i, model.cfg.n_experts)
-        ours |= {f'blocks.{i}.{k}': v for k, v in shared.items()}
-        for p in range(len(POOLS) if pools == 'copy' else 1):
-            ours |= {f'blocks.{i}.norms.{p}.weight': norm} | {f'blocks.{i}.pools.{p}.{k}': v for k, v in ffn.items()}
-    missing, unexpected = model.load_state_dict(ours, strict=False)
+    params, unused, fix = dict(model.named_parameters()), [], 'build the model with mot_config_from_qwen3 of the same checkpoint'
+    filled = dict.fromkeys(params, 0)  # elements written into each of our parameters
+    with torch.no_grad():
+        for hf_name, value in hf_state_dict.items():
+            places = qwen3_destinations(hf_name, model.cfg, pools)
+            if not places: unused.append(hf_name)
+            for name, index in places:
+                if name not in params: raise KeyError(f'{hf_name} goes to {name}, which the model does not have: {fix}')
+                target = params[name][index]
+                if target.shape != value.shape:
+                    raise ValueError(f'{hf_name} has shape {tuple(value.shape)} but its part of {name} has {tuple(target.shape)}: {fix}')
+                target.copy_(value); filled[name] += value.numel()
     left_alone = () if pools == 'copy' else ('.pools.1.', '.pools.2.', '.norms.1.', '.norms.2.')
-    missing = [k for k in missing if not any(part in k for part in left_alone)]
-    if missing or unexpected: raise KeyError(f'Qwen3 weights do not fit the model: missing {missing}, unexpected {unexpected}')
-    loaded = {f'layers.{i}.' for i in range(model.cfg.depth)}
-    return [k for k in hf_state_dict if k.removeprefix('model.') != 'norm.weight'
-            and not any(k.removeprefix('model.').startswith(l) for l in loaded)]
+    missing = [n for n, p in params.items() if filled[n] != p.numel() and not any(part in n for part in left_alone)]
+    if missing: raise KeyError(f'Qwen3 weights do not fit the model: nothing (or only part) fills {missing}')
+    return unused
