@@ -5,13 +5,15 @@
 # %% ../nbs/90_cli.ipynb #3a95d6ed
 from __future__ import annotations
 import argparse, json, os, sys
+from pathlib import Path
 from .config import get_config, config_to_dict
 from .presets import PRESETS
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'gpu_counts', 'cmd_plan',
            'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_autoencoder',
-           'check_prompts', 'cmd_sample', 'cmd_ablate', 'cmd_demo', 'build_parser', 'main']
+           'check_prompts', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate', 'cmd_demo', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -165,11 +167,43 @@ def cmd_sample(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
 
-# %% ../nbs/90_cli.ipynb #68169052
-def _eval(argv):
-    from rf_ref.eval import eval_main
-    eval_main(argv, Parser)
+# %% ../nbs/90_cli.ipynb #353e8a7b
+def cmd_eval(args):
+    "ShapesEval (+ understanding, + FID) of a checkpoint or a baseline, written as a JSON report."
+    import torch, matplotlib; matplotlib.use('Agg')
+    from rf_ref.judge import load_judge, format_table
+    from rf_ref.eval import run_shapes_eval, save_eval_plots, RendererModel, NoiseModel, judge_answerer
+    name = Path(args.ckpt).stem if args.ckpt else 'renderer' if args.renderer else 'noise'
+    out = writable(args.out or f'outputs/eval/{name}.json', '--out')
+    if args.plots: writable(args.plots, '--plots', folder=True)
+    if args.threads: torch.set_num_threads(args.threads)
+    judge = load_judge(args.judge or None)
+    if args.ckpt:
+        from rf_ref.sample import load_generator
+        model = load_generator(args.ckpt); answer = model.answer
+    elif args.renderer: model, answer = RendererModel(args.seed), judge_answerer(judge)
+    else: model, answer = NoiseModel(args.seed), None
+    report = run_shapes_eval(model, answer, judge, args.prompts_per_category, args.images_per_prompt, args.split, args.seed,
+                             args.batch_size, args.understanding, not args.no_fid, out, name, not args.quiet)
+    se = report['shapes_eval']
+    print(format_table({name: {**se['scores'], 'overall': se['overall']}}, first='ShapesEval'))
+    print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; "
+          f"ShapesEval took {report['shapes_eval_seconds']:.1f}s; report written to {out}")
+    if args.plots:
+        for p in save_eval_plots(report, model, args.plots, judge): print(f'wrote {p}')
 
+def cmd_train_judge(args):
+    "Train the ShapesEval judge, measure it, write its weights and a JSON record next to them."
+    import torch
+    from rf_ref.judge import JudgeConfig, default_judge_path, train_and_save_judge, format_judge_table
+    out = writable(args.out or str(default_judge_path()), '--out')
+    if args.threads: torch.set_num_threads(args.threads)
+    record = train_and_save_judge(out, args.steps, args.batch_size, args.lr, args.seed, args.width or JudgeConfig.width,
+                                  args.eval_per_category)
+    print(format_judge_table(record['accuracy']))
+    print(f"wrote {out} and {os.path.splitext(out)[0]}.json ({record['train_seconds']:.0f} s of training)")
+
+# %% ../nbs/90_cli.ipynb #68169052
 def _scores_line(m: dict) -> str:
     se, und = m['shapeseval'], m['understanding']
     return (f"  ShapesEval overall {se['overall']:.3f} [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]: "
@@ -204,6 +238,8 @@ def cmd_demo(args):
     print(f'== pictures and numbers in {args.out}/: ' + ', '.join(files))
 
 # %% ../nbs/90_cli.ipynb #05b2f1e0
+_THREADS = 'torch CPU threads (0: torch default; 1 is fastest on a busy machine)'
+
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog='rf-ref', description='Representation Forcing reference implementation.')
     ap.add_argument('--debug', action='store_true', help='on an error, show the full traceback (accepted anywhere on the line)')
@@ -260,8 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--sample-steps', type=positive, default=None); p.add_argument('--device', default=None)
     p.add_argument('--out', default='outputs/samples.png')
     p.set_defaults(fn=cmd_sample)
-    p = sub.add_parser('eval', add_help=False, help='ShapesEval + understanding + FID of a checkpoint or a baseline (see rf-ref eval --help)')
-    p.add_argument('args', nargs=argparse.REMAINDER); p.set_defaults(fn=lambda a: _eval(a.args))
+    p = sub.add_parser('eval', help='ShapesEval + understanding + FID of a checkpoint or a baseline; writes JSON',
+                       description='ShapesEval (GenEval categories, judged), understanding accuracy and FID of a model or a '
+                       'baseline; writes JSON.', epilog='The judge itself is trained by `rf-ref train-judge` (see its --help).')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--renderer', action='store_true', help='the ground-truth renderer (the ceiling)')
+    src.add_argument('--noise', action='store_true', help='Gaussian noise images (the floor)')
+    src.add_argument('--ckpt', metavar='PATH', help='a trained rf_ref checkpoint')
+    p.add_argument('--prompts-per-category', type=positive, default=100)
+    p.add_argument('--images-per-prompt', type=positive, default=4)
+    p.add_argument('--split', default='test', choices=('test', 'heldout')); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--batch-size', type=positive, default=64)
+    p.add_argument('--judge', default='', help='judge weights (default: the shipped data/judge.safetensors)')
+    p.add_argument('--understanding', type=at_least(0), default=300, metavar='N', help='scenes for understanding accuracy (0: skip)')
+    p.add_argument('--no-fid', action='store_true', help='skip FID against renders of the same prompts')
+    p.add_argument('--out', default='', help='JSON report (default: outputs/eval/<name>.json)')
+    p.add_argument('--plots', default='', metavar='DIR', help='also save the score bars and a judged sample grid here')
+    p.add_argument('--threads', type=at_least(0), default=0, help=_THREADS)
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser('train-judge', help='train the ShapesEval judge, measure it, write its weights and a JSON record',
+                       description='Train the judge, measure it, write the weights and a JSON record next to them.')
+    p.add_argument('--out', default='', help='weights file (.safetensors, default: the shipped data/judge.safetensors); '
+                   'the record goes to the same name with .json')
+    p.add_argument('--steps', type=positive, default=1000); p.add_argument('--batch-size', type=positive, default=64)
+    p.add_argument('--lr', type=positive_float, default=3e-3); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--width', type=at_least(2), default=None, help='channels of the feature map (default: JudgeConfig.width, 32)')
+    p.add_argument('--eval-per-category', type=positive, default=1000, help='fresh test renders per category for the accuracy table')
+    p.add_argument('--threads', type=at_least(0), default=0, help=_THREADS)
+    p.set_defaults(fn=cmd_train_judge)
     p = sub.add_parser('ablate', help="train and score the paper's Table 3 rows on one budget, over seeds",
                        description='Trains every row (pixel, rf, repa, continuous, codebook-x2, encoder-random, vae, vae-rf) of the '
                        "preset on one budget, per seed; scores ShapesEval, understanding and FID; writes ablation.json, "
@@ -293,11 +356,8 @@ def main(argv=None):
     "Entry point of the `rf-ref` command: an error is one line on stderr (exit 2); `--debug` shows the traceback."
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = '--debug' in argv; argv = [a for a in argv if a != '--debug']
-    if argv[:1] == ['eval']: command, run = 'eval', lambda: _eval(argv[1:])  # eval parses its own flags, --help included
-    else:
-        args = build_parser().parse_args(argv)
-        command, run = args.command, lambda: args.fn(args)
-    try: run()
+    args = build_parser().parse_args(argv); command = args.command
+    try: args.fn(args)
     except KeyboardInterrupt: print(f'rf-ref {command}: interrupted', file=sys.stderr); sys.exit(130)
     except Exception as e:
         if debug: raise

@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_eval.ipynb #e0a1b2c5
 from __future__ import annotations
-import argparse, json, os, re, sys, time
+import json, os, re, time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import numpy as np
@@ -15,14 +15,13 @@ import rf_ref
 from .shapes import (CATEGORIES, COLORS, HELDOUT, NUMBERS, QUESTION_TYPES, RELATIONS, SHAPES, Obj, Prompt,
                               Shapes, caption, render, sample_prompt, sample_scene, scene_satisfies, show_grid,
                               to_tensor, to_uint8)
-from .judge import (Judge, JudgeConfig, detect, load_judge, format_table, hardware_info,
-                           train_judge_main)
+from .judge import Judge, JudgeConfig, detect, load_judge, format_table, hardware_info
 
 # %% auto #0
 __all__ = ['parse_caption', 'bootstrap_ci', 'EvalResult', 'ShapesEval', 'RendererModel', 'NoiseModel', 'normalize_answer',
            'understanding_accuracy', 'answer_from_objects', 'judge_answerer', 'frechet_distance', 'image_features',
            'feature_statistics', 'fid', 'InceptionFeatures', 'plot_scores', 'show_judged', 'run_shapes_eval',
-           'eval_parser', 'eval_main', 'main']
+           'save_eval_plots']
 
 # %% ../nbs/21_eval.ipynb #eeebcdcb
 _ONE = '|'.join(SHAPES)
@@ -309,74 +308,19 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
         Path(out_json).parent.mkdir(parents=True, exist_ok=True); Path(out_json).write_text(json.dumps(report, indent=1))
     return report
 
-# %% ../nbs/21_eval.ipynb #0ba4a3b4
-def _load_checkpoint(path):
-    try: from rf_ref.sample import load_generator
-    except ImportError as e:
-        raise SystemExit(f'rf-ref eval --ckpt {path}: this installation has no rf_ref.sample.load_generator ({e}); '
-                         f'evaluate a model from Python with rf_ref.eval.run_shapes_eval(model.generate, model.answer)')
-    model = load_generator(path)
-    return model, getattr(model, 'answer', None)
-
-def eval_parser(cls=argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = cls(prog='rf-ref eval', description='ShapesEval (GenEval categories, judged), understanding '
-                                'accuracy and FID of a model or a baseline; writes JSON.',
-                                epilog='The judge itself is trained by `python -m rf_ref.judge` (see its --help).')
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--renderer', action='store_true', help='the ground-truth renderer (the ceiling)')
-    src.add_argument('--noise', action='store_true', help='Gaussian noise images (the floor)')
-    src.add_argument('--ckpt', metavar='PATH', help='a trained rf_ref checkpoint')
-    p.add_argument('--prompts-per-category', type=int, default=100); p.add_argument('--images-per-prompt', type=int, default=4)
-    p.add_argument('--split', default='test', choices=('test', 'heldout')); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--judge', default='', help='judge weights (default: the shipped data/judge.safetensors)')
-    p.add_argument('--understanding', type=int, default=300, metavar='N', help='scenes for understanding accuracy (0: skip)')
-    p.add_argument('--no-fid', action='store_true', help='skip FID against renders of the same prompts')
-    p.add_argument('--out', default='', help='JSON report (default: outputs/eval/<name>.json)')
-    p.add_argument('--plots', default='', metavar='DIR', help='also save the score bars and a judged sample grid here')
-    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default; 1 is fastest on a busy machine)')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    return p
-
 # %% ../nbs/21_eval.ipynb #27a5c2f7
-def eval_main(argv=None, parser_class=argparse.ArgumentParser) -> dict:
-    "The `rf-ref eval` command: evaluate a checkpoint or a baseline and write a JSON report."
-    a = eval_parser(parser_class).parse_args(argv)
-    for flag in ('prompts_per_category', 'images_per_prompt', 'batch_size'):
-        if getattr(a, flag) < 1: raise ValueError(f'--{flag.replace("_", "-")} {getattr(a, flag)} must be at least 1')
-    if a.threads: torch.set_num_threads(a.threads)
-    judge = load_judge(a.judge or None)
-    if a.ckpt: (model, answer), name = _load_checkpoint(a.ckpt), Path(a.ckpt).stem
-    elif a.renderer: model, answer, name = RendererModel(a.seed), judge_answerer(judge), 'renderer'
-    else: model, answer, name = NoiseModel(a.seed), None, 'noise'
-    out = a.out or f'outputs/eval/{name}.json'
-    report = run_shapes_eval(model, answer, judge, a.prompts_per_category, a.images_per_prompt, a.split, a.seed,
-                             a.batch_size, a.understanding, not a.no_fid, out, name, not a.quiet)
-    se = report['shapes_eval']
-    print(format_table({name: {**se['scores'], 'overall': se['overall']}}, first='ShapesEval'))
-    print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; "
-          f"ShapesEval took {report['shapes_eval_seconds']:.1f}s; report written to {out}")
-    if a.plots: _save_plots(report, model, judge, a, name)
-    return report
-
-def _save_plots(report, model, judge, a, name):
-    import matplotlib; matplotlib.use('Agg')
+def save_eval_plots(report: dict,               # a `run_shapes_eval` report
+                    generate,                   # the model it evaluated: draws 24 fresh images (4 prompts per category) to show
+                    folder,                     # where <name>_scores.png and <name>_samples.png go
+                    judge: Judge | None = None, # None: the shipped judge
+                    ) -> list:
+    "Save a report's score bars (with their 95% intervals) and a judged sample grid as PNGs; return their paths."
     import matplotlib.pyplot as plt
-    res = ShapesEval(4, 1, a.split, a.seed).run(model, judge, progress=False)   # 24 fresh images to show
-    se = report['shapes_eval']
+    se, name = report['shapes_eval'], report['name']
+    shown = ShapesEval(4, 1, se['config']['split'], se['config']['seed']).run(generate, judge, progress=False)
     full = EvalResult(se['scores'], {c: tuple(v) for c, v in se['ci'].items()}, se['overall'], tuple(se['overall_ci']),
                       [], se['config'])
-    Path(a.plots).mkdir(parents=True, exist_ok=True)
-    for fig, stem in ((plot_scores({name: full}), 'scores'), (show_judged(res), 'samples')):
-        fig.savefig(Path(a.plots) / f'{name}_{stem}.png', dpi=120); plt.close(fig)
-
-# %% ../nbs/21_eval.ipynb #ce2b1521
-def main(argv=None):
-    "`python -m rf_ref.eval [train-judge] ...`: `train-judge` trains the judge, anything else is `rf-ref eval`."
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ['train-judge']: return train_judge_main(argv[1:])
-    return eval_main(argv[1:] if argv[:1] == ['eval'] else argv)
-
-# %% ../nbs/21_eval.ipynb #474953d1
-#| eval: false
-if __name__ == '__main__': main()
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); paths = []
+    for fig, stem in ((plot_scores({name: full}), 'scores'), (show_judged(shown), 'samples')):
+        paths.append(folder / f'{name}_{stem}.png'); fig.savefig(paths[-1], dpi=120); plt.close(fig)
+    return paths

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_judge.ipynb #854df351
 from __future__ import annotations
-import argparse, hashlib, json, os, platform, sys, time
+import hashlib, json, os, platform, shlex, time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import numpy as np
@@ -20,7 +20,7 @@ from .data import data_dir
 __all__ = ['COLOR_NAMES', 'HEAT', 'SHAPE', 'COLOR', 'BOX', 'N_OUT', 'JudgeConfig', 'judge_scene', 'judge_targets',
            'gaussian_blur', 'augment', 'degrade', 'ResidualBlock', 'Judge', 'decode', 'detect', 'judge_loss',
            'judge_batch', 'train_judge', 'default_judge_path', 'save_judge', 'load_judge', 'match_objects',
-           'judge_accuracy', 'hardware_info', 'train_judge_main', 'format_table', 'format_judge_table']
+           'judge_accuracy', 'hardware_info', 'train_and_save_judge', 'format_table', 'format_judge_table']
 
 # %% ../nbs/20_judge.ipynb #2feebd07
 COLOR_NAMES = tuple(COLORS)
@@ -243,7 +243,7 @@ def load_judge(path=None) -> Judge:
     path = Path(path) if path else default_judge_path()
     if not path.is_file():
         raise FileNotFoundError(f'judge weights {path} not found: train them with '
-                                f'`python -m rf_ref.judge --out {path}` (a few minutes on 2 CPU cores), '
+                                f'`rf-ref train-judge --out {path}` (a few minutes on 2 CPU cores), '
                                 f'or pass the path of a judge.safetensors file')
     key = (str(path.resolve()), path.stat().st_mtime)
     if key not in _JUDGES:
@@ -296,30 +296,32 @@ def hardware_info() -> str:
     return (f'{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, '
             f'torch {torch.__version__} with {torch.get_num_threads()} threads')
 
-def train_judge_main(argv=None) -> dict:
-    "Command line: train the judge, measure it, write the weights and a JSON record next to them."
-    p = argparse.ArgumentParser(prog='python -m rf_ref.judge', description=train_judge_main.__doc__)
-    p.add_argument('--out', default=str(default_judge_path()),
-                   help='weights file (.safetensors); the record goes to the same name with .json')
-    p.add_argument('--steps', type=int, default=1000); p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--lr', type=float, default=3e-3); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--width', type=int, default=JudgeConfig.width)
-    p.add_argument('--eval-per-category', type=int, default=1000, help='fresh test renders per category for the accuracy table')
-    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default; 1 is fastest on a busy machine)')
-    a = p.parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
+def train_and_save_judge(out,                           # weights file (.safetensors); the record goes next to it as .json
+                         steps: int = 1000,              # optimizer steps
+                         batch_size: int = 64,
+                         lr: float = 3e-3,               # peak of the one-cycle schedule
+                         seed: int = 0,
+                         width: int = JudgeConfig.width, # channels of the judge's feature map
+                         eval_per_category: int = 1000,  # fresh test renders per category for the accuracy table
+                         log_every: int = 100,           # training log interval (0: silent)
+                         ) -> dict:
+    "Train a judge, measure it (clean, degraded, held-out pairs), write its weights to `out` and a JSON record next to them; return the record."
+    out = Path(out)
+    if out.suffix != '.safetensors':
+        raise ValueError(f'judge weights {out} must end in .safetensors (the JSON record goes next to them): '
+                         f'give e.g. {out.with_suffix(".safetensors")}')
     t0 = time.time()
-    judge = train_judge(a.steps, a.batch_size, a.lr, a.seed, JudgeConfig(width=a.width))
+    judge = train_judge(steps, batch_size, lr, seed, JudgeConfig(width=width), log_every)
     seconds = time.time() - t0
-    out = save_judge(judge, a.out)
-    acc = {name: judge_accuracy(judge, a.eval_per_category, split, degraded, seed=a.seed + 1)
+    save_judge(judge, out)
+    acc = {name: judge_accuracy(judge, eval_per_category, split, degraded, seed=seed + 1)
            for name, split, degraded in [('clean', 'test', False), ('degraded', 'test', True), ('heldout', 'heldout', False)]}
-    record = {'command': 'python -m rf_ref.judge ' + ' '.join(sys.argv[1:] if argv is None else argv),
-              'config': asdict(judge.config), 'steps': a.steps, 'batch_size': a.batch_size, 'lr': a.lr, 'seed': a.seed,
-              'train_seconds': round(seconds, 1), 'hardware': hardware_info(), 'eval_per_category': a.eval_per_category,
+    command = (f'rf-ref train-judge --out {shlex.quote(str(out))} --steps {steps} --batch-size {batch_size} --lr {lr:g} '
+               f'--seed {seed} --width {width} --eval-per-category {eval_per_category} --threads {torch.get_num_threads()}')
+    record = {'command': command, 'config': asdict(judge.config), 'steps': steps, 'batch_size': batch_size, 'lr': lr, 'seed': seed,
+              'train_seconds': round(seconds, 1), 'hardware': hardware_info(), 'eval_per_category': eval_per_category,
               'sha256': hashlib.sha256(out.read_bytes()).hexdigest(), 'accuracy': acc}
     out.with_suffix('.json').write_text(json.dumps(record, indent=1))
-    print(format_judge_table(acc))
     return record
 
 # %% ../nbs/20_judge.ipynb #108c7885
@@ -336,7 +338,3 @@ def format_judge_table(acc: dict) -> str:
     rows = {f'{variant} / {metric}': {c: m[metric] for c, m in cats.items()}
             for variant, cats in acc.items() for metric in ('prompt', 'rule', 'exact')}
     return format_table(rows, columns=list(CATEGORIES), first='judge accuracy')
-
-# %% ../nbs/20_judge.ipynb #a1b2c3d4
-#| eval: false
-if __name__ == '__main__': train_judge_main()

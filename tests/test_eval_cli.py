@@ -1,27 +1,25 @@
-"""The evaluation command line (`python -m rf_ref.eval`, wired as `rf-ref eval`) as a user runs it."""
-import json, os, subprocess, sys
-from pathlib import Path
-import pytest
+"""The evaluation commands (`rf-ref eval`, `rf-ref train-judge`) through the installed console script, as a user runs them."""
+import json, os, subprocess
+from conftest import ROOT, BIN
 
-ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), 'MPLBACKEND': 'Agg'}
 
 
-def run(*args, check=True):
-    out = subprocess.run([sys.executable, '-m', 'rf_ref.eval', *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=3600)  # a hang guard only: a slow machine must pass
+def rf_ref(*args, check=True):
+    out = subprocess.run([str(BIN / 'rf-ref'), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=3600)  # a hang guard only: a slow machine must pass
     if check and out.returncode != 0: raise AssertionError(f'exit {out.returncode}\n{out.stdout}\n{out.stderr}')
     return out
 
 
 def test_help():
-    out = run('--help')
-    for flag in ('--renderer', '--noise', '--ckpt', '--images-per-prompt', '--out'): assert flag in out.stdout
-    assert '--steps' in run('train-judge', '--help').stdout
+    out = rf_ref('eval', '--help')
+    for flag in ('--renderer', '--noise', '--ckpt', '--images-per-prompt', '--out', 'rf-ref train-judge'): assert flag in out.stdout
+    assert '--steps' in rf_ref('train-judge', '--help').stdout
 
 
 def test_renderer_and_noise_reports(tmp_path):
-    run('--renderer', '--prompts-per-category', '10', '--understanding', '20', '--out', str(tmp_path / 'r.json'), '--quiet')
-    run('--noise', '--prompts-per-category', '10', '--understanding', '0', '--out', str(tmp_path / 'n.json'), '--quiet')
+    rf_ref('eval', '--renderer', '--prompts-per-category', '10', '--understanding', '20', '--out', str(tmp_path / 'r.json'), '--quiet')
+    rf_ref('eval', '--noise', '--prompts-per-category', '10', '--understanding', '0', '--out', str(tmp_path / 'n.json'), '--quiet')
     r, n = (json.loads((tmp_path / f).read_text()) for f in ('r.json', 'n.json'))
     assert set(r['shapes_eval']['scores']) == {'single_object', 'two_objects', 'counting', 'colors', 'position', 'color_attr'}
     assert r['shapes_eval']['overall'] >= 0.95 and n['shapes_eval']['overall'] <= 0.05
@@ -33,7 +31,9 @@ def test_renderer_and_noise_reports(tmp_path):
 
 
 def test_clear_errors(tmp_path):
-    out = run('--renderer', '--judge', str(tmp_path / 'nope.safetensors'), check=False)
-    assert out.returncode != 0 and 'python -m rf_ref.judge --out' in out.stderr
-    out = run(check=False)
+    out = rf_ref('eval', '--renderer', '--judge', str(tmp_path / 'nope.safetensors'), check=False)
+    assert out.returncode == 2 and 'rf-ref train-judge --out' in out.stderr and 'Traceback' not in out.stderr, out.stderr
+    out = rf_ref('eval', check=False)
     assert out.returncode == 2 and 'one of the arguments --renderer --noise --ckpt is required' in out.stderr
+    out = rf_ref('eval', '--noise', '--images-per-prompt', '0', check=False)
+    assert out.returncode == 2 and 'argument --images-per-prompt: 0 must be at least 1' in out.stderr
