@@ -17,8 +17,8 @@ from .shapes import (SHAPES, COLORS, NUMBERS, RELATIONS, CATEGORIES, Shapes, Sha
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_HELP', 'IMAGENET64_HELP', 'SPECIAL_TOKENS', 'SHAPES_WORDS', 'QWEN3_SPECIALS', 'IGNORE',
            'MODALITY_COLORS', 'Digits', 'CIFAR10', 'write_cifar10_fixture', 'ImageNet64', 'write_imagenet64_fixture',
            'ByteTokenizer', 'WordTokenizer', 'HFTokenizer', 'load_tokenizer', 'Batch', 'rope_positions',
-           'generation_batch', 'understanding_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file',
-           'build_dataset']
+           'generation_batch', 'understanding_batch', 'text_batch', 'collate', 'show_batch', 'data_dir',
+           'find_data_file', 'build_dataset']
 
 # %% ../nbs/02_data.ipynb #ed5e2cab
 class Digits(Dataset):
@@ -215,8 +215,8 @@ class Batch:
     positions: torch.Tensor  # (b, n) RoPE positions
     targets: torch.Tensor    # (b, n) next-token target of each position for L_LM, IGNORE elsewhere
     images: torch.Tensor     # (b, c, h, w) in [-1, 1]
-    texts: list              # captions (generation) or question + answer (understanding)
-    kind: str                # 'generation' | 'understanding'
+    texts: list              # captions (generation), question + answer (understanding), or the text (text)
+    kind: str                # 'generation' | 'understanding' | 'text'
 
     def __len__(self): return len(self.tokens)
     def to(self, device):
@@ -265,6 +265,18 @@ def understanding_batch(images, questions, answers, tok, n_vis: int, max_text_le
         targets[i, len(head) + len(p) - 1:len(t) - 1] = torch.tensor(a)  # position j predicts token j+1
     texts = [f'{q} {a}' for q, a in zip(questions, answers)]
     return Batch(tokens, modality, rope_positions(modality), targets, images, texts, 'understanding')
+
+# %% ../nbs/02_data.ipynb #80ac75f4
+def text_batch(texts, tok, max_text_len: int) -> Batch:
+    "Pure-text sequences [bot text eot pad..], L_LM on every token after bot; `images` is an empty (b, 0, 0, 0)."
+    rows = [[tok.bot_id] + tok.encode(s)[:max(max_text_len - 2, 0)] + [tok.eot_id] for s in texts]
+    b, n = len(rows), max(map(len, rows))
+    tokens = torch.full((b, n), tok.pad_id); modality = torch.full_like(tokens, Modality.PAD)
+    targets = torch.full_like(tokens, IGNORE)
+    for i, t in enumerate(rows):
+        tokens[i, :len(t)] = torch.tensor(t); modality[i, :len(t)] = Modality.TEXT
+        targets[i, :len(t) - 1] = torch.tensor(t[1:])                # position j predicts token j+1
+    return Batch(tokens, modality, rope_positions(modality), targets, torch.zeros(b, 0, 0, 0), list(texts), 'text')
 
 # %% ../nbs/02_data.ipynb #d3849a75
 def _image(item): return item.image if isinstance(item, ShapesItem) else item['image']

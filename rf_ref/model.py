@@ -19,7 +19,8 @@ from contextlib import nullcontext
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
-           'fill_slots', 'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss', 'generation_losses',
+           'fill_slots', 'image_grids', 'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss',
+           'generation_noise', 'generation_inputs', 'generation_head_losses', 'generation_losses',
            'embed_understanding', 'understanding_losses', 'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
@@ -116,9 +117,12 @@ def flow_output(model: RFModel, x: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/30_model.ipynb #2129fe07
 @torch.no_grad()
-def rep_targets(model: RFModel, images: torch.Tensor, update: bool = False) -> dict:
-    "R targets of (b, c, h, w) images: 'ids' (b, r) code ids, 'features' (b, r, e) pooled EMA-encoder features."
-    grid = model.target_encoder(images)                                 # (b, gh, gw, e)
+def rep_targets(model: RFModel, images: torch.Tensor,  # (b, c, h, w) clean images
+                update: bool = False,                  # take one codebook step on these features first
+                patches: torch.Tensor | None = None    # (b, gh, gw, e) EMA-encoder grid if already computed (packing)
+               ) -> dict:
+    "R targets of images: 'ids' (b, r) code ids, 'features' (b, r, e) pooled EMA-encoder features."
+    grid = model.target_encoder(images) if patches is None else patches  # (b, gh, gw, e)
     pooled = pool_grid(grid, model.cfg.encoder.pool)                     # (b, gh/2, gw/2, e)
     features = pooled.flatten(1, 2).float()                              # (b, r, e)
     stats = model.vq.update(features) if update else {}
@@ -127,7 +131,7 @@ def rep_targets(model: RFModel, images: torch.Tensor, update: bool = False) -> d
         gh, gw = pooled.shape[1:3]
         cells = F.adaptive_avg_pool2d(images.float(), (gh, gw))          # (b, c, gh, gw): the region under each R token
         model.vq.update_colors(ids, (cells.flatten(2).transpose(1, 2) + 1) / 2)  # (b, r, c) in [0, 1]
-    return {'ids': ids, 'features': features, 'grid': pooled.shape[1:3], 'stats': stats}
+    return {'ids': ids, 'features': features, 'grid': tuple(pooled.shape[1:3]), 'stats': stats}
 
 # %% ../nbs/30_model.ipynb #45fc2620
 def fill_slots(h, where, values):
@@ -136,14 +140,23 @@ def fill_slots(h, where, values):
     out[where] = values.reshape(-1, values.shape[-1]).to(out.dtype)
     return out
 
+def image_grids(cfg: Config, h: int, w: int) -> dict:  # an image of h x w pixels
+    "Token grids (rows, columns) of an image of any size: 'rep' (R and V tokens: encoder patches, pooled) and 'pixel' (P)."
+    cell, p = cfg.encoder.patch_size * cfg.encoder.pool, cfg.flow.patch_size
+    f = cfg.model.latent_factor if cfg.model.space == 'latent' else 1
+    if h % cell or w % cell or h % (f * p) or w % (f * p):
+        raise ValueError(f'image size {h}x{w} must be a multiple of encoder.patch_size * encoder.pool = {cell} '
+                         f'and of the pixel patch {f * p} px: resize or crop it to a multiple of {math.lcm(cell, f * p)}')
+    return {'rep': (h // cell, w // cell), 'pixel': (h // (f * p), w // (f * p))}
+
 def embed_generation(model: RFModel, batch: Batch, rep_in, z_t, t) -> torch.Tensor:
     "(b, n, d) embeddings of a generation batch; `rep_in` ids (b, r) or features (b, r, e); z_t (b, m, q); t (b,)."
-    cfg = model.cfg
+    cfg, grids = model.cfg, image_grids(model.cfg, *batch.images.shape[-2:])  # the grids of this batch's image size
     h = model.tok_embed(batch.tokens)                                          # (b, n, d)
     if cfg.model.rf:
-        rep = model.rep_embed(rep_in) + model.rep_pos(cfg.rep_grid, cfg.rep_grid)  # (b, r, d)
+        rep = model.rep_embed(rep_in) + model.rep_pos(*grids['rep'])           # (b, r, d)
         h = fill_slots(h, batch.modality == Modality.REP, rep)
-    pix = model.pix_embed(z_t) + model.pix_pos(cfg.pixel_grid, cfg.pixel_grid) + model.time_embed(t)[:, None]  # (b, m, d)
+    pix = model.pix_embed(z_t) + model.pix_pos(*grids['pixel']) + model.time_embed(t)[:, None]  # (b, m, d)
     return fill_slots(h, batch.modality == Modality.PIXEL, pix)
 
 # %% ../nbs/30_model.ipynb #fd700103
@@ -188,44 +201,76 @@ def rep_loss(model: RFModel, hidden, batch: Batch, target, keep):
     return (1 - F.cosine_similarity(pred, target[keep].reshape(-1, target.shape[-1]), dim=-1)).mean()
 
 # %% ../nbs/30_model.ipynb #bf5f0686
-def generation_losses(model: RFModel, batch: Batch, train: bool = True, generator=None) -> dict:
-    cfg, x_img = model.cfg, batch.images
-    b, dev = len(batch), x_img.device
-    x = patchify(flow_input(model, x_img), cfg.flow.patch_size)               # (b, m, q)
+def generation_noise(model: RFModel,
+                     batch: Batch,                # a generation batch; its images fix the shapes
+                     train: bool = True,          # False: no CFG drops
+                     generator=None) -> dict:     # torch.Generator for reproducible draws
+    "The random draws of a generation batch: flow time 't' (b,), noise 'eps' (b, m, q), CFG drops 'drop_text', 'drop_rep' (b,)."
+    cfg, b, dev = model.cfg, len(batch), batch.images.device
+    gh, gw = image_grids(cfg, *batch.images.shape[-2:])['pixel']
     t = sample_t(b, cfg.flow, generator=generator, device=dev)                 # (b,)
-    eps = torch.randn(x.shape, generator=generator, device=dev) * cfg.flow.noise_scale
-    z_t = add_noise(x, eps, t)
+    eps = torch.randn((b, gh * gw, cfg.flow.patch_size ** 2 * cfg.flow_channels), generator=generator, device=dev)
     rand = torch.rand(2, b, generator=generator, device=dev) if train else torch.ones(2, b, device=dev)
-    drop_text, drop_rep = rand[0] < cfg.model.p_drop_text, rand[1] < cfg.model.p_drop_rep
-    out = {}
+    return {'t': t, 'eps': eps * cfg.flow.noise_scale, 'drop_text': rand[0] < cfg.model.p_drop_text,
+            'drop_rep': (rand[1] < cfg.model.p_drop_rep) & cfg.model.rf}
+
+def generation_inputs(model: RFModel, batch: Batch,
+                      noise: dict,                               # from `generation_noise`
+                      update: bool = False,                      # one codebook step on this batch's R features
+                      patches: torch.Tensor | None = None) -> dict:  # (b, gh, gw, e) EMA-encoder grid, if computed
+    "What the backbone and the losses need: embeddings 'h', 'visible', clean patches 'x', 'target', and the draws."
+    cfg = model.cfg
+    x = patchify(flow_input(model, batch.images), cfg.flow.patch_size)       # (b, m, q)
+    z_t = add_noise(x, noise['eps'], noise['t'])
+    target, stats = None, {}
     if cfg.model.rf:
-        tg = rep_targets(model, x_img, update=train)
+        tg = rep_targets(model, batch.images, update, patches)
         target = tg['ids'] if cfg.model.rep_target == 'discrete' else F.normalize(tg['features'], dim=-1)
-        out.update({f'vq_{k}': v for k, v in tg['stats'].items()})
-    else: target, drop_rep = None, torch.zeros_like(drop_rep)
-    h = embed_generation(model, batch, target, z_t, t)
-    mask = attention_mask(batch.modality, None, visibility(batch, drop_text, drop_rep))
+        stats = {f'vq_{k}': v for k, v in tg['stats'].items()}
+    return {**noise, 'x': x, 'target': target, 'stats': stats, 'h': embed_generation(model, batch, target, z_t, noise['t']),
+            'visible': visibility(batch, noise['drop_text'], noise['drop_rep'])}
+
+def generation_head_losses(model: RFModel, batch: Batch,
+                           hidden: torch.Tensor,                 # (b, n, d) the backbone's output on `batch`
+                           inputs: dict) -> dict:                # from `generation_inputs`
+    "L_FM, L_Rep and L_LM of a generation batch from its (b, n, d) hidden states."
+    is_pix = batch.modality == Modality.PIXEL
+    x_pred = model.pix_head(hidden[is_pix]).view_as(inputs['x']).float()      # (b, m, q)
+    out = {'fm': flow_loss(x_pred, inputs['x'], inputs['eps'], inputs['t'], model.cfg.flow.t_clamp)}
+    out['rep'] = rep_loss(model, hidden, batch, inputs['target'], ~inputs['drop_rep']) if model.cfg.model.rf else hidden.new_zeros(())
+    out['lm'] = lm_loss(model, hidden, batch.targets)
+    return out
+
+def generation_losses(model: RFModel, batch: Batch, train: bool = True, generator=None,
+                      noise: dict | None = None) -> dict:  # given draws (`generation_noise`); None: drawn here
+    "One generation batch through the whole method; `train` also updates the codebook and draws CFG drops."
+    cfg = model.cfg
+    inputs = generation_inputs(model, batch, noise or generation_noise(model, batch, train, generator), update=train)
+    mask = attention_mask(batch.modality, None, inputs['visible'])
     repa = cfg.model.repa_weight > 0
     with capture_output(model.backbone.blocks[repa_block(cfg) - 1]) if repa else nullcontext() as mid:
-        hidden, aux = model.backbone(h, batch.modality, batch.positions, mask)
-    is_pix = batch.modality == Modality.PIXEL
-    x_pred = model.pix_head(hidden[is_pix]).view_as(x).float()                 # (b, m, q)
-    out['fm'] = flow_loss(x_pred, x, eps, t, cfg.flow.t_clamp)
+        hidden, aux = model.backbone(inputs['h'], batch.modality, batch.positions, mask)
+    out = {**inputs['stats'], **generation_head_losses(model, batch, hidden, inputs)}
     if repa:
-        with torch.no_grad(): f = repa_targets(model.target_encoder(x_img), cfg.pixel_grid)   # (b, m, e)
-        out['repa'] = repa_loss(model.repa_proj(mid[0][is_pix]).view(*f.shape[:2], -1), f)
-    out['rep'] = rep_loss(model, hidden, batch, target, ~drop_rep) if cfg.model.rf else hidden.new_zeros(())
-    out['lm'], out['aux'] = lm_loss(model, hidden, batch.targets), aux
+        with torch.no_grad(): f = repa_targets(model.target_encoder(batch.images), cfg.pixel_grid)   # (b, m, e)
+        out['repa'] = repa_loss(model.repa_proj(mid[0][batch.modality == Modality.PIXEL]).view(*f.shape[:2], -1), f)
+    out['aux'] = aux
     return out
 
 # %% ../nbs/30_model.ipynb #bc19e6c9
-def embed_understanding(model: RFModel, batch: Batch) -> torch.Tensor:
-    grid = pool_grid(model.encoder(batch.images), model.cfg.encoder.pool)   # (b, gh', gw', e)
+def embed_understanding(model: RFModel, batch: Batch,
+                        patches: torch.Tensor | None = None) -> torch.Tensor:  # (b, gh, gw, e) encoder grid, if computed
+    "(b, n, d) embeddings of an understanding (or text-only) batch: token embeddings, V slots from the encoder."
+    h = model.tok_embed(batch.tokens)                                        # (b, n, d)
+    is_vis = batch.modality == Modality.VISUAL
+    if not is_vis.any(): return h                                            # pure text: no image to read
+    grid = pool_grid(model.encoder(batch.images) if patches is None else patches, model.cfg.encoder.pool)  # (b, gh', gw', e)
     gh, gw = grid.shape[1:3]
     vis = model.connector(grid.flatten(1, 2)) + model.vis_pos(gh, gw)       # (b, v, d)
-    return fill_slots(model.tok_embed(batch.tokens), batch.modality == Modality.VISUAL, vis)
+    return fill_slots(h, is_vis, vis)
 
 def understanding_losses(model: RFModel, batch: Batch) -> dict:
+    "L_LM of an understanding (or text-only) batch."
     h = embed_understanding(model, batch)
     visible = batch.modality != Modality.PAD
     hidden, aux = model.backbone(h, batch.modality, batch.positions, attention_mask(batch.modality, None, visible))
