@@ -4,12 +4,13 @@
 
 # %% ../nbs/12_mot.ipynb #afeafb92
 from __future__ import annotations
-import math, warnings
+import warnings
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .config import Modality, POOL_OF_MODALITY, POOLS, MoTConfig
+from .moe import SwiGLU, MoE, load_balancing_loss, feed_forward_pool
 
 try:  # FlexAttention: block-sparse masks for long packed sequences (fused kernels on GPU)
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -18,8 +19,8 @@ except ImportError:  # older torch: dense boolean masks with SDPA only
 
 # %% auto #0
 __all__ = ['LETTERS', 'rms_norm', 'RMSNorm', 'rope_cache', 'apply_rope', 'TokenTable', 'token_table', 'allowed', 'attention_mask',
-           'mask_picture', 'flex_block_mask', 'attend', 'Attention', 'KVCache', 'SwiGLU', 'MoE', 'load_balancing_loss',
-           'Routing', 'route_tokens', 'feed_forward_pool', 'MoTBlock', 'causal_mask', 'MoTTransformer']
+           'mask_picture', 'flex_block_mask', 'attend', 'Attention', 'KVCache', 'Routing', 'route_tokens', 'MoTBlock',
+           'causal_mask', 'MoTTransformer']
 
 # %% ../nbs/12_mot.ipynb #64304139
 class _RMSNormFunction(torch.autograd.Function):
@@ -226,64 +227,6 @@ class KVCache:
         if not 0 <= length <= self.length: raise ValueError(f'crop length {length} must be in [0, {self.length}]')
         self.length = length
 
-# %% ../nbs/12_mot.ipynb #a58a3790
-class SwiGLU(nn.Module):
-    "Dense gated feed-forward: down(silu(gate(x)) * up(x))."
-    def __init__(self, width: int, hidden: int):
-        super().__init__()
-        self.gate_up = nn.Linear(width, 2 * hidden, bias=False)  # [W_gate; W_up]
-        self.down = nn.Linear(hidden, width, bias=False)
-
-    def forward(self, x):
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (..., f) each
-        return self.down(F.silu(gate) * up)
-
-# %% ../nbs/12_mot.ipynb #25044bc5
-class MoE(nn.Module):
-    "Top-k mixture of SwiGLU experts with a softmax router (Qwen3-MoE); returns (out, router_logits)."
-    def __init__(self, width: int, hidden: int,  # d, and f of each expert
-                 n_experts: int, top_k: int,      # e, k
-                 norm_topk_prob: bool = True):    # renormalize the k chosen probabilities to sum to 1
-        super().__init__()
-        self.n_experts, self.top_k, self.norm_topk_prob = n_experts, top_k, norm_topk_prob
-        self.router = nn.Linear(width, n_experts, bias=False)
-        self.gate_up = nn.Parameter(torch.empty(n_experts, 2 * hidden, width))  # per expert [W_gate; W_up]
-        self.down = nn.Parameter(torch.empty(n_experts, width, hidden))
-        self.reset_parameters()
-
-    def reset_parameters(self):  # each expert initialized as an nn.Linear would be
-        for w in (self.gate_up, self.down):
-            bound = 1 / math.sqrt(w.shape[-1]); nn.init.uniform_(w, -bound, bound)
-
-    def forward(self, x):  # x (s, d)
-        logits = self.router(x)                                # (s, e)
-        if len(x) == 0: return torch.zeros_like(x), logits
-        weight, expert = logits.float().softmax(dim=-1).topk(self.top_k, dim=-1)  # (s, k)
-        if self.norm_topk_prob: weight = weight / weight.sum(-1, keepdim=True)
-        expert = expert.flatten()                               # (s k,)
-        order = expert.argsort(stable=True)                     # assignments grouped by expert
-        token = order // self.top_k                             # (s k,) the token of each sorted assignment
-        outs = []
-        for e, chunk in enumerate(x[token].split(torch.bincount(expert, minlength=self.n_experts).tolist())):
-            if len(chunk) == 0: continue                        # chunk (s_e, d): the tokens of expert e
-            gate, up = F.linear(chunk, self.gate_up[e]).chunk(2, dim=-1)
-            outs.append(F.linear(F.silu(gate) * up, self.down[e]))
-        y = torch.cat(outs) * weight.flatten()[order, None].to(x.dtype)  # (s k, d)
-        return x.new_zeros(x.shape).index_add_(0, token, y), logits
-
-# %% ../nbs/12_mot.ipynb #789fa4f7
-def load_balancing_loss(router_logits: torch.Tensor,  # (s, e) router logits (layers concatenated)
-                        top_k: int, n_experts: int,
-                        mask: torch.Tensor | None = None  # (s,) bool: rows that count
-                       ) -> torch.Tensor:
-    "Switch / Qwen3-MoE auxiliary loss e * sum_i f_i P_i."
-    probs = router_logits.float().softmax(dim=-1)                       # (s, e)
-    chosen = F.one_hot(probs.topk(top_k, dim=-1).indices, n_experts).sum(1).float()  # (s, e) 1 per pick
-    w = probs.new_ones(probs.shape[0]) if mask is None else mask.float()  # (s,)
-    f = (chosen * w[:, None]).sum(0) / w.sum()
-    P = (probs * w[:, None]).sum(0) / w.sum()
-    return n_experts * (f * P).sum()
-
 # %% ../nbs/12_mot.ipynb #b3f93af0
 @dataclass
 class Routing:
@@ -301,12 +244,6 @@ def route_tokens(modality: torch.Tensor) -> Routing:  # (b, n) `Modality` values
     if max(counts) == pool.numel(): return Routing(None, None, counts, keep)
     order = pool.argsort(stable=True)
     return Routing(order, order.argsort(), counts, keep[order])
-
-# %% ../nbs/12_mot.ipynb #16b0094a
-def feed_forward_pool(cfg: MoTConfig) -> nn.Module:
-    "A dense SwiGLU when `cfg.n_experts == 1`, else a top-k mixture of experts."
-    if cfg.n_experts == 1: return SwiGLU(cfg.width, cfg.ffn_hidden)
-    return MoE(cfg.width, cfg.ffn_hidden, cfg.n_experts, cfg.experts_per_token, cfg.norm_topk_prob)
 
 # %% ../nbs/12_mot.ipynb #0f68a459
 class MoTBlock(nn.Module):
