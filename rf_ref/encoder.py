@@ -9,18 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .config import EncoderConfig
+from .ema import EMA  # the target encoder is an EMA of the encoder (`rf_ref.ema`)
 
 # Axes: b batch, c channels, h w pixel height and width, p patch size, gh gw patch-grid height and width,
 # n tokens of one image (1 CLS + r registers + gh*gw patches), N tokens of a packed sequence,
 # r register tokens, d width, hd head width, heads attention heads, k pooling factor.
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'patchify', 'patch_coordinates', 'rope_angles', 'rotate_half', 'apply_rope',
-           'Attention', 'FeedForward', 'Block', 'block_diagonal_mask', 'ViTEncoder', 'pool_grid', 'ema_update', 'EMA',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'conv_patchify', 'patch_coordinates', 'rope_angles', 'rotate_half', 'apply_rope_2d',
+           'ViTAttention', 'FeedForward', 'Block', 'block_diagonal_mask', 'ViTEncoder', 'pool_grid',
            'encoder_config_from_dinov3', 'dinov3_name', 'fold_imagenet_norm', 'load_dinov3_state_dict']
 
 # %% ../nbs/10_encoder.ipynb #59dde167
-def patchify(images: torch.Tensor,  # (b, c, h, w) with h and w multiples of `patch_size`
+def conv_patchify(images: torch.Tensor,  # (b, c, h, w) with h and w multiples of `patch_size`
              patch_size: int,       # p
             ) -> torch.Tensor:      # (b, gh*gw, c*p*p), patches in row-major order
     "Cut images into flattened non-overlapping patches."
@@ -56,7 +57,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
 
-def apply_rope(x: torch.Tensor,    # (..., n, hd) queries or keys
+def apply_rope_2d(x: torch.Tensor,    # (..., n, hd) queries or keys
                cos: torch.Tensor,  # (n, hd)
                sin: torch.Tensor,  # (n, hd)
               ) -> torch.Tensor:
@@ -64,7 +65,7 @@ def apply_rope(x: torch.Tensor,    # (..., n, hd) queries or keys
     return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 # %% ../nbs/10_encoder.ipynb #1d68f756
-class Attention(nn.Module):
+class ViTAttention(nn.Module):
     "Multi-head self-attention with 2D RoPE on the tokens that `cos`/`sin` rotate."
     def __init__(self, width: int, heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -82,7 +83,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = (proj(x).reshape(b, n, self.heads, d // self.heads).transpose(1, 2)  # (b, heads, n, hd)
                    for proj in (self.query, self.key, self.value))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope_2d(q, cos, sin), apply_rope_2d(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, n, hd)
         return self.out(y.transpose(1, 2).reshape(b, n, d))         # (b, n, d)
 
@@ -106,7 +107,7 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.width
         self.attention_norm = nn.LayerNorm(d, eps=cfg.norm_eps)
-        self.attention = Attention(d, cfg.heads, cfg.qkv_bias)
+        self.attention = ViTAttention(d, cfg.heads, cfg.qkv_bias)
         self.attention_scale = nn.Parameter(torch.full((d,), cfg.layerscale_init))
         self.mlp_norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.mlp = FeedForward(d, cfg.mlp_hidden, cfg.gated_mlp)
@@ -136,7 +137,7 @@ def _grid_size(encoder: ViTEncoder, images: torch.Tensor) -> tuple:
 
 def _embed(encoder: ViTEncoder, images: torch.Tensor) -> torch.Tensor:
     "(b, c, h, w) -> (b, n, d) sequences [CLS, registers, patches]."
-    x = encoder.patch_embed(patchify(images, encoder.cfg.patch_size))            # (b, gh*gw, d)
+    x = encoder.patch_embed(conv_patchify(images, encoder.cfg.patch_size))            # (b, gh*gw, d)
     prefix = torch.cat([encoder.cls_token, encoder.register_tokens]).to(x.dtype)  # (1 + r, d)
     return torch.cat([prefix.expand(len(x), -1, -1), x], dim=1)                   # (b, n, d)
 
@@ -235,39 +236,6 @@ def pool_grid(grid: torch.Tensor,  # (b, gh, gw, d) patch features
                          f'use images whose sides are multiples of patch_size * pool')
     x = grid.reshape(b, gh // pool, pool, gw // pool, pool, d)  # (b, gh/k, k, gw/k, k, d)
     return x.mean(dim=(2, 4))                                   # (b, gh/k, gw/k, d)
-
-# %% ../nbs/10_encoder.ipynb #e7b73d6c
-@torch.no_grad()
-def ema_update(ema_module: nn.Module,  # the average, updated in place
-               module: nn.Module,      # the online module, same parameter names
-               decay: float,           # beta in [0, 1]; 1 keeps the average, 0 copies the module
-              ):
-    "p_ema <- decay * p_ema + (1 - decay) * p for every parameter; buffers are copied."
-    if not 0.0 <= decay <= 1.0: raise ValueError(f'decay={decay} must be in [0, 1]')
-    ema_params, params = dict(ema_module.named_parameters()), dict(module.named_parameters())
-    if ema_params.keys() != params.keys():
-        raise ValueError(f'parameter names differ: only in the EMA {sorted(ema_params.keys() - params.keys())}, '
-                         f'only in the module {sorted(params.keys() - ema_params.keys())}')
-    for name, p in params.items():
-        ema_params[name].mul_(decay).add_(p.detach().to(ema_params[name].dtype), alpha=1 - decay)
-    ema_buffers = dict(ema_module.named_buffers())
-    for name, buf in module.named_buffers(): ema_buffers[name].copy_(buf)
-
-# %% ../nbs/10_encoder.ipynb #7f8d6ddd
-class EMA(nn.Module):
-    "A frozen exponential-moving-average copy of a module (`.module`); `update(module, decay)` after each step."
-    def __init__(self, module: nn.Module):  # copied now: the average starts at the current weights
-        super().__init__()
-        self.module = copy.deepcopy(module).requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # targets come from the model in eval mode, always
-
-    @torch.no_grad()
-    def forward(self, *args, **kwargs): return self.module(*args, **kwargs)
-
-    def update(self, module: nn.Module, decay: float): ema_update(self.module, module, decay)
 
 # %% ../nbs/10_encoder.ipynb #4d3d15f2
 def encoder_config_from_dinov3(hf_config,  # a transformers `DINOv3ViTConfig`, or its config.json as a dict

@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .config import Config, Modality, get_config
 from .data import Batch, IGNORE, generation_batch, understanding_batch
-from .encoder import ViTEncoder, EMA, pool_grid
+from .encoder import ViTEncoder, pool_grid
+from .ema import EMA
 from .vq import OnlineVQ
 from .mot import MoTTransformer, attention_mask
 from .flow import patchify, unpatchify, sample_t, add_noise, flow_loss

@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 from .config import Config, POOLS, validate
 from .model import RFModel, GridEmbedding
-from .mot import RMSNorm, MoE
-from .encoder import ViTEncoder, Block, EMA
+from .mot import RMSNorm
+from .moe import MoE
+from .encoder import ViTEncoder, Block
 
 # %% auto #0
 __all__ = ['PARTS', 'TOKEN_PATHS', 'build_model', 'part_of', 'active_share', 'PartCount', 'param_table', 'active_per_token',

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from .config import VQConfig
 
 # %% auto #0
-__all__ = ['nearest_prototype', 'unit_rows', 'sinkhorn', 'assignments', 'ema_update', 'kmeans_plus_plus', 'random_init',
+__all__ = ['nearest_prototype', 'unit_rows', 'sinkhorn', 'assignments', 'codebook_ema_step', 'kmeans_plus_plus', 'random_init',
            'initial_codebook', 'codebook_stats', 'codebook_step', 'OnlineVQ', 'token_map_colors']
 
 # %% ../nbs/11_vq.ipynb #d8068856
@@ -79,7 +79,7 @@ def assignments(scores: torch.Tensor,  # (n, k) cosines of features to prototype
     return q if soft else F.one_hot(q.argmax(-1), k).float()
 
 # %% ../nbs/11_vq.ipynb #a5a5592d
-def ema_update(codebook: torch.Tensor,  # (k, d) unit prototypes
+def codebook_ema_step(codebook: torch.Tensor,  # (k, d) unit prototypes
                sums: torch.Tensor,      # (k, d) sum_i a_ik f_i
                mass: torch.Tensor,      # (k,) sum_i a_ik
                momentum: float,         # m
@@ -150,7 +150,7 @@ def codebook_step(codebook: torch.Tensor,  # (k, d) unit prototypes, equal on al
     weights = assignments(scores, cfg, soft)                                # (n, k)
     tokens = torch.bincount(scores.argmax(-1), minlength=k).float()         # (k,) this rank's token counts
     sums = _all_reduce(torch.cat([weights.T @ x, weights.sum(0)[:, None], tokens[:, None]], 1))  # (k, d + 2)
-    return ema_update(codebook, sums[:, :-2], sums[:, -2], cfg.momentum), sums[:, -1].round().long()
+    return codebook_ema_step(codebook, sums[:, :-2], sums[:, -2], cfg.momentum), sums[:, -1].round().long()
 
 # %% ../nbs/11_vq.ipynb #a70c92c4
 class OnlineVQ(nn.Module):
