@@ -73,8 +73,8 @@ class TimeEmbedding(nn.Module):
 
 # %% ../nbs/30_model.ipynb #f83bfffb
 class RFModel(nn.Module):
-    "Representation Forcing: [T R P] through one MoT backbone, with L_LM + L_Rep + L_FM."
-    def __init__(self, cfg: Config):
+    "Representation Forcing: [T R P] through one MoT backbone, with L_LM + L_Rep + L_FM; `model(batches)` gives the losses."
+    def __init__(self, cfg: Config):  # every size comes from it: `get_config(preset)`
         super().__init__()
         self.cfg = cfg
         m, enc, d = cfg.mot, cfg.encoder, cfg.mot.width
@@ -107,12 +107,20 @@ class RFModel(nn.Module):
         if cfg.model.space == 'latent':   # Table 3a's VAE rows: a frozen stage-0 autoencoder, loaded by the trainer
             self.autoencoder = AutoEncoder(c, cfg.model.latent_channels, cfg.model.latent_factor).requires_grad_(False)
 
-def flow_input(model: RFModel, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, batches: dict,        # {'generation': Batch | None, 'understanding': Batch | None}, e.g. from `collate`
+                train: bool = True,          # draw CFG drops and update the codebook
+                generator=None) -> dict:     # torch.Generator for the random draws
+        "The losses of one training step (`rf_losses`); 'loss' is the total to backpropagate."
+        return rf_losses(self, batches, train, generator)
+
+def flow_input(model: RFModel,
+               images: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) in [-1, 1]
     "What flow matching denoises: the (b, c, h, w) images, or their (b, z, h/f, w/f) latents in latent space."
     if model.cfg.model.space != 'latent': return images
     with torch.no_grad(): return model.autoencoder.encode(images.float())
 
-def flow_output(model: RFModel, x: torch.Tensor) -> torch.Tensor:
+def flow_output(model: RFModel,
+                x: torch.Tensor) -> torch.Tensor:  # what `flow_input` gives: images, or latents
     "Images from what flow matching produced: itself, or the decoded latents."
     return model.autoencoder.decode(x.float()) if model.cfg.model.space == 'latent' else x
 
@@ -182,18 +190,25 @@ def visibility(batch: Batch, drop_text: torch.Tensor, drop_rep: torch.Tensor) ->
     return ~hidden
 
 # %% ../nbs/30_model.ipynb #111fda5e
-def _shift_gather(hidden, where):
+def _shift_gather(hidden,  # (b, n, d)
+                  where):  # (b, n) bool
     "Hidden states one position before each True slot of `where` (b, n): the states that predict those slots."
     prev = torch.zeros_like(where); prev[:, :-1] = where[:, 1:]
     return hidden[prev]                                                   # (s, d), row-major order
 
-def lm_loss(model: RFModel, hidden, targets):
+def lm_loss(model: RFModel,
+            hidden: torch.Tensor,    # (b, n, d) backbone output
+            targets: torch.Tensor):  # (b, n) next-token ids, IGNORE where there is none
     "Mean next-token cross-entropy over positions with a target."
     has = targets != IGNORE
     if not has.any(): return hidden.new_zeros(())
     return F.cross_entropy(model.lm_head(hidden[has]).float(), targets[has])
 
-def rep_loss(model: RFModel, hidden, batch: Batch, target, keep):
+def rep_loss(model: RFModel,
+             hidden: torch.Tensor,   # (b, n, d) backbone output
+             batch: Batch,           # its R slots are where the loss is taken
+             target: torch.Tensor,   # (b, r) code ids, or (b, r, e) unit features (continuous)
+             keep: torch.Tensor):    # (b,) bool: rows whose R sequence was not dropped
     "L_Rep over rows `keep` (b,): K-way CE on ids (b, r), or 1 - cosine on features (b, r, e)."
     where = (batch.modality == Modality.REP) & keep[:, None]
     if not where.any(): return hidden.new_zeros(())
@@ -202,7 +217,7 @@ def rep_loss(model: RFModel, hidden, batch: Batch, target, keep):
     return (1 - F.cosine_similarity(pred, target[keep].reshape(-1, target.shape[-1]), dim=-1)).mean()
 
 # %% ../nbs/30_model.ipynb #bf5f0686
-def generation_noise(model: RFModel,
+def generation_noise(model: RFModel,         # its config sets the flow-time law and drop rates
                      batch: Batch,                # a generation batch; its images fix the shapes
                      train: bool = True,          # False: no CFG drops
                      generator=None) -> dict:     # torch.Generator for reproducible draws
@@ -215,7 +230,8 @@ def generation_noise(model: RFModel,
     return {'t': t, 'eps': eps * cfg.flow.noise_scale, 'drop_text': rand[0] < cfg.model.p_drop_text,
             'drop_rep': (rand[1] < cfg.model.p_drop_rep) & cfg.model.rf}
 
-def generation_inputs(model: RFModel, batch: Batch,
+def generation_inputs(model: RFModel,
+                      batch: Batch,                               # a generation batch
                       noise: dict,                               # from `generation_noise`
                       update: bool = False,                      # one codebook step on this batch's R features
                       patches: torch.Tensor | None = None) -> dict:  # (b, gh, gw, e) EMA-encoder grid, if computed
@@ -231,7 +247,8 @@ def generation_inputs(model: RFModel, batch: Batch,
     return {**noise, 'x': x, 'target': target, 'stats': stats, 'h': embed_generation(model, batch, target, z_t, noise['t']),
             'visible': visibility(batch, noise['drop_text'], noise['drop_rep'])}
 
-def generation_head_losses(model: RFModel, batch: Batch,
+def generation_head_losses(model: RFModel,
+                           batch: Batch,                         # the generation batch `hidden` came from
                            hidden: torch.Tensor,                 # (b, n, d) the backbone's output on `batch`
                            inputs: dict) -> dict:                # from `generation_inputs`
     "L_FM, L_Rep and L_LM of a generation batch from its (b, n, d) hidden states."
@@ -242,7 +259,10 @@ def generation_head_losses(model: RFModel, batch: Batch,
     out['lm'] = lm_loss(model, hidden, batch.targets)
     return out
 
-def generation_losses(model: RFModel, batch: Batch, train: bool = True, generator=None,
+def generation_losses(model: RFModel,
+                      batch: Batch,            # a generation batch
+                      train: bool = True,      # update the codebook and draw CFG drops
+                      generator=None,          # torch.Generator for the draws when `noise` is None
                       noise: dict | None = None) -> dict:  # given draws (`generation_noise`); None: drawn here
     "One generation batch through the whole method; `train` also updates the codebook and draws CFG drops."
     cfg = model.cfg
@@ -259,7 +279,8 @@ def generation_losses(model: RFModel, batch: Batch, train: bool = True, generato
     return out
 
 # %% ../nbs/30_model.ipynb #bc19e6c9
-def embed_understanding(model: RFModel, batch: Batch,
+def embed_understanding(model: RFModel,
+                        batch: Batch,                          # an understanding or text-only batch
                         patches: torch.Tensor | None = None) -> torch.Tensor:  # (b, gh, gw, e) encoder grid, if computed
     "(b, n, d) embeddings of an understanding (or text-only) batch: token embeddings, V slots from the encoder."
     h = model.tok_embed(batch.tokens)                                        # (b, n, d)
@@ -270,7 +291,8 @@ def embed_understanding(model: RFModel, batch: Batch,
     vis = model.connector(grid.flatten(1, 2)) + model.vis_pos(gh, gw)       # (b, v, d)
     return fill_slots(h, is_vis, vis)
 
-def understanding_losses(model: RFModel, batch: Batch) -> dict:
+def understanding_losses(model: RFModel,
+                         batch: Batch) -> dict:  # an understanding or text-only batch
     "L_LM of an understanding (or text-only) batch."
     h = embed_understanding(model, batch)
     visible = batch.modality != Modality.PAD
@@ -278,7 +300,10 @@ def understanding_losses(model: RFModel, batch: Batch) -> dict:
     return {'lm': lm_loss(model, hidden, batch.targets), 'aux': aux}
 
 # %% ../nbs/30_model.ipynb #56d0f4b9
-def rf_losses(model: RFModel, batches: dict, train: bool = True, generator=None) -> dict:
+def rf_losses(model: RFModel,
+              batches: dict,          # {'generation': Batch | None, 'understanding': Batch | None}
+              train: bool = True,     # draw CFG drops and update the codebook
+              generator=None) -> dict:  # torch.Generator for the random draws
     "Losses of a step over {'generation': Batch | None, 'understanding': Batch | None}; 'loss' is the total."
     mc, parts = model.cfg.model, {}
     zero = model.pix_head.weight.new_zeros(())
