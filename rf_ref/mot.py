@@ -306,6 +306,9 @@ class MoTTransformer(nn.Module):
                 cache: KVCache | None = None):     # appended to when given
         "Returns (hidden (b, n, d) after the final RMSNorm, aux_loss scalar)."
         b, n, _ = h.shape
+        if positions.numel() and int(positions.max()) >= self.cfg.max_position:
+            raise ValueError(f'RoPE position {int(positions.max())} is beyond mot.max_position={self.cfg.max_position} '
+                             '(the context the backbone is built for): shorten the sequence or raise mot.max_position')
         past = 0 if cache is None else cache.length
         if mask is None and past and n > 1: mask = causal_mask(n, past, h.device)
         mask = _check_mask(mask, b, n, past + n)
