@@ -109,9 +109,11 @@ class RFModel(nn.Module):
 
     def forward(self, batches: dict,        # {'generation': Batch | None, 'understanding': Batch | None}, e.g. from `collate`
                 train: bool = True,          # draw CFG drops and update the codebook
-                generator=None) -> dict:     # torch.Generator for the random draws
+                generator=None,              # torch.Generator for the random draws
+                noise: dict | None = None,   # given draws of the generation batch (`generation_noise`)
+                mean=None) -> dict:          # how terms are averaged: None, this batch; `parallel.global_mean`, every rank's
         "The losses of one training step (`rf_losses`); 'loss' is the total to backpropagate."
-        return rf_losses(self, batches, train, generator)
+        return rf_losses(self, batches, train, generator, noise, mean)
 
 def flow_input(model: RFModel,
                images: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) in [-1, 1]
@@ -303,18 +305,32 @@ def understanding_losses(model: RFModel,
 def rf_losses(model: RFModel,
               batches: dict,          # {'generation': Batch | None, 'understanding': Batch | None}
               train: bool = True,     # draw CFG drops and update the codebook
-              generator=None) -> dict:  # torch.Generator for the random draws
-    "Losses of a step over {'generation': Batch | None, 'understanding': Batch | None}; 'loss' is the total."
-    mc, parts = model.cfg.model, {}
-    zero = model.pix_head.weight.new_zeros(())
-    if batches.get('generation') is not None: parts['gen'] = generation_losses(model, batches['generation'], train, generator)
-    if batches.get('understanding') is not None: parts['und'] = understanding_losses(model, batches['understanding'])
-    if not parts: raise ValueError('rf_losses got no batch: pass a generation and/or an understanding Batch')
-    gen, und = parts.get('gen', {}), parts.get('und', {})
-    lms = [l for l in (gen.get('lm'), und.get('lm')) if l is not None and (l.requires_grad or l.item() != 0)]
-    out = {'lm': sum(lms) / len(lms) if lms else zero, 'rep': gen.get('rep', zero), 'fm': gen.get('fm', zero),
-           'aux': gen.get('aux', zero) + und.get('aux', zero)}
+              generator=None,         # torch.Generator for the random draws
+              noise: dict | None = None,  # the generation batch's draws (`generation_noise`); None: drawn here
+              mean=None) -> dict:     # mean(terms, counts) -> means over more than this batch (`parallel.global_mean`); None: this batch's
+    "Losses of a step; 'loss' is the total. Each term is a mean over its own tokens or examples."
+    mc, gen, und = model.cfg.model, batches.get('generation'), batches.get('understanding')
+    if gen is None and und is None: raise ValueError('rf_losses got no batch: pass a generation and/or an understanding Batch')
+    zero, terms, counts, out = model.pix_head.weight.new_zeros(()), {}, {}, {}
+    if gen is not None:
+        noise = noise or generation_noise(model, gen, train, generator)
+        g = generation_losses(model, gen, train, noise=noise)
+        kept_r = (gen.modality == Modality.REP) & ~noise['drop_rep'][:, None]     # the R tokens L_Rep averages over
+        terms.update(lm_gen=g['lm'], rep=g['rep'], fm=g['fm'], aux_gen=g['aux'])
+        counts.update(lm_gen=(gen.targets != IGNORE).sum(), rep=kept_r.sum() * mc.rf, fm=len(gen), aux_gen=1)
+        if 'repa' in g: terms['repa'], counts['repa'] = g['repa'], len(gen)
+        out.update({k: v for k, v in g.items() if k.startswith('vq_')})
+    if und is not None:
+        u = understanding_losses(model, und)
+        terms.update(lm_und=u['lm'], aux_und=u['aux']); counts.update(lm_und=(und.targets != IGNORE).sum(), aux_und=1)
+    means = {k: v for k, v in terms.items() if counts[k] > 0} if mean is None else mean(terms, counts)
+    lms = [means[k] for k in ('lm_gen', 'lm_und') if k in means]              # L_LM: the mean of the kinds with targets
+    out.update(lm=sum(lms) / len(lms) if lms else zero, rep=means.get('rep', zero), fm=means.get('fm', zero),
+               aux=means.get('aux_gen', zero) + means.get('aux_und', zero))
     out['loss'] = mc.w_lm * out['lm'] + mc.w_rep * out['rep'] + mc.w_fm * out['fm'] + out['aux']
-    if 'repa' in gen: out['repa'] = gen['repa']; out['loss'] = out['loss'] + mc.repa_weight * gen['repa']
-    out.update({k: v for k, v in gen.items() if k.startswith('vq_')})
+    if 'repa' in means: out['repa'] = means['repa']; out['loss'] = out['loss'] + mc.repa_weight * means['repa']
+    for k, head in (('rep', model.rep_head), ('lm_gen', model.lm_head), ('lm_und', model.lm_head)):
+        if k in means and counts[k] == 0:   # used elsewhere, not here: a zero gradient, so that every rank reduces the same tensors
+            out['loss'] = out['loss'] + sum(p.sum() * 0 for p in head.parameters() if p.requires_grad)
     return out
+
