@@ -50,7 +50,8 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
 
 def cmd_train(a):
     from rf_ref.config import get_config
-    from rf_ref.train import Trainer, fit, resume, save, export_checkpoint
+    from rf_ref.train import Trainer, fit, resume, save
+    from rf_ref.checkpoint import export_checkpoint
     out = os.path.join(a.root, a.name); os.makedirs(out, exist_ok=True)
     path = os.path.join(out, 'curve.json')
     curve = json.load(open(path)) if os.path.exists(path) else {'name': a.name, 'preset': a.preset, 'overrides': a.overrides,

@@ -6,7 +6,8 @@ Prints one line per measurement; record the results in BENCHMARKS.md with the ha
 import argparse, time
 import torch
 from rf_ref.config import get_config
-from rf_ref.train import Trainer, train_step, default_device
+from rf_ref.checkpoint import default_device
+from rf_ref.train import Trainer, train_step
 from rf_ref.sample import generate
 
 

@@ -39,14 +39,26 @@ BUDGETS = {  # steps of the preset's batch (32: 24 generation examples); ShapesE
     'gpu': dict(steps=10_667, prompts=25, images=4, scenes=300),  # 256k: the shipped checkpoint's budget
 }
 
-def row_config(row: str, seed: int, steps: int, preset: str = 'shapes-tiny', extra=()) -> Config:
+def row_config(row: str,                   # a key of ROWS
+               seed: int,                  # train.seed
+               steps: int,                 # the budget: steps of the one training stage
+               preset: str = 'shapes-tiny',  # the preset every row starts from
+               extra=(),                   # overrides for every row, applied after the row's own
+              ) -> Config:
     "The config of one cell: the row's switches, `extra` overrides, the seed and the budget."
     if row not in ROWS: raise KeyError(f'unknown row {row!r}; valid rows: {", ".join(ROWS)}')
     return get_config(preset, [*ROWS[row].overrides, *extra, f'train.seed={seed}', f'train.stages.0.steps={steps}',
                                f'train.ckpt_every={max(1, steps // 4)}', f'train.log_every={max(1, min(25, steps))}'])
 
 # %% ../nbs/70_ablate.ipynb #83b77e04
-def evaluate_cell(folder: str, seed: int, prompts: int, images: int, scenes: int, device=None, progress: bool = True) -> dict:
+def evaluate_cell(folder: str,             # the cell's run folder
+                  seed: int,               # seeds the prompts, the samples and the scenes
+                  prompts: int,            # ShapesEval prompts per category
+                  images: int,             # ShapesEval images per prompt
+                  scenes: int,             # understanding test scenes (0: skip)
+                  device=None,             # see `checkpoint.default_device`
+                  progress: bool = True,   # show progress bars
+                 ) -> dict:                # overall, scores, per_prompt, fid, understanding
     "ShapesEval per prompt (and `judged.png`, 24 judged samples), understanding per question type and FID of the newest checkpoint in `folder`."
     from rf_ref.sample import load_generator
     from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged
@@ -61,8 +73,18 @@ def evaluate_cell(folder: str, seed: int, prompts: int, images: int, scenes: int
     return {'overall': res.overall, 'scores': res.scores, 'per_prompt': per_prompt,
             'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und}
 
-def run_cell(out: str, row: str, seed: int, steps: int, prompts: int, images: int, scenes: int, preset: str = 'shapes-tiny',
-             extra=(), device=None, progress: bool = True) -> dict:
+def run_cell(out: str,                    # the ablation folder; the cell lives in <out>/<row>/seed-<seed>
+             row: str,                    # a key of ROWS
+             seed: int,                   # train.seed, and the evaluation's seed
+             steps: int,                  # the training budget
+             prompts: int,                # ShapesEval prompts per category
+             images: int,                 # ShapesEval images per prompt
+             scenes: int,                 # understanding test scenes (0: skip)
+             preset: str = 'shapes-tiny', # the preset every row starts from
+             extra=(),                    # overrides for every row
+             device=None,                 # see `checkpoint.default_device`
+             progress: bool = True,       # show progress bars
+            ) -> dict:                    # the cell's result, as result.json holds it
     "Train (or resume) and evaluate one cell; return its result, also written to `<out>/<row>/seed-<seed>/result.json`."
     from rf_ref.train import Trainer, resume, fit
     folder = os.path.join(out, row, f'seed-{seed}'); done = os.path.join(folder, 'result.json')
@@ -80,7 +102,8 @@ def run_cell(out: str, row: str, seed: int, steps: int, prompts: int, images: in
     return result
 
 # %% ../nbs/70_ablate.ipynb #6fd730d1
-def summarize(results: list) -> dict:
+def summarize(results: list,  # cell results (`run_cell`), any rows and seeds
+             ) -> dict:       # {row: summary}
     "{row: overall, its 95% interval over seeds and prompts, per-category scores, understanding per type, FID} from cell results."
     from rf_ref.eval import bootstrap_ci
     rows = {}
@@ -100,7 +123,8 @@ def summarize(results: list) -> dict:
                       'what': ROWS[row].what if row in ROWS else ''}
     return table
 
-def format_ablation(table: dict) -> str:
+def format_ablation(table: dict,  # from `summarize`
+                   ) -> str:
     "The summary as a markdown table."
     cats = list(next(iter(table.values()))['scores'])
     head = ('| row | paper | ShapesEval [95% CI] | ' + ' | '.join(cats) + ' | understanding | FID | seeds |\n'
@@ -111,7 +135,8 @@ def format_ablation(table: dict) -> str:
              for row, t in table.items()]
     return head + '\n'.join(lines) + '\n'
 
-def format_understanding(table: dict) -> str:
+def format_understanding(table: dict,  # from `summarize`
+                        ) -> str:     # '' when no row measured understanding
     "Understanding accuracy per question type and row (Table 2's direction: RF should not cost understanding)."
     rows = [r for r, t in table.items() if t['understanding_per_type']]
     if not rows: return ''
@@ -120,7 +145,9 @@ def format_understanding(table: dict) -> str:
             '\n'.join(f"| {r} | " + ' | '.join(f"{table[r]['understanding_per_type'][k]:.3f}" for k in types) +
                       f" | {table[r]['understanding']:.3f} |" for r in rows) + '\n')
 
-def plot_ablation(table: dict, title: str = 'ShapesEval by row'):
+def plot_ablation(table: dict,                     # from `summarize`
+                  title: str = 'ShapesEval by row',  # above the bars
+                 ):                                 # a matplotlib figure
     "Bars of each row's ShapesEval overall with its interval, the paper's GenEval overall beside it."
     import matplotlib.pyplot as plt
     rows = list(table); x = np.arange(len(rows))
@@ -136,7 +163,13 @@ def plot_ablation(table: dict, title: str = 'ShapesEval by row'):
     return fig
 
 # %% ../nbs/70_ablate.ipynb #97c051e9
-def estimate_seconds(preset: str, steps: int, prompts: int, images: int, extra=(), device=None) -> float:
+def estimate_seconds(preset: str,                # the cells' preset
+                     steps: int,                 # the cells' training steps
+                     prompts: int,               # ShapesEval prompts per category
+                     images: int,                # ShapesEval images per prompt
+                     extra=(),                   # overrides for every row
+                     device=None,                # see `checkpoint.default_device`
+                    ) -> float:
     "Seconds one cell will take here: a few timed training steps and a timed batch of samples, scaled up."
     from rf_ref.train import Trainer, train_step
     from rf_ref.sample import RFGenerator
@@ -154,9 +187,20 @@ def _duration(s: float) -> str: return f'{s:.0f} s' if s < 120 else f'{s / 60:.0
 def _cell(kw: dict) -> dict:
     torch.set_num_threads(kw.pop('threads')); return run_cell(**kw)
 
-def ablate(out: str, rows=tuple(ROWS), seeds: int = 3, budget: str = 'cpu', steps: int | None = None,
-           prompts: int | None = None, images: int | None = None, scenes: int | None = None, preset: str = 'shapes-tiny',
-           extra=(), jobs: int = 1, device=None, progress: bool = True) -> dict:
+def ablate(out: str,                      # cells, ablation.json, ablation.md and ablation.png go here
+           rows=tuple(ROWS),              # keys of ROWS
+           seeds: int = 3,                # seeds 0 .. seeds - 1 per row
+           budget: str = 'cpu',           # a key of BUDGETS: steps, prompts, images and scenes
+           steps: int | None = None,      # None: the budget's; else overrides it
+           prompts: int | None = None,    # None: the budget's; else overrides it
+           images: int | None = None,     # None: the budget's; else overrides it
+           scenes: int | None = None,     # None: the budget's; else overrides it
+           preset: str = 'shapes-tiny',   # the preset every row starts from
+           extra=(),                      # overrides for every row
+           jobs: int = 1,                 # cells run at once, each in its own process
+           device=None,                   # see `checkpoint.default_device`
+           progress: bool = True,         # show progress bars
+          ) -> dict:                      # the summary (`summarize`)
     "Train and score every (row, seed) cell on one budget; skip finished cells; write the table; return the summary."
     if budget not in BUDGETS: raise KeyError(f'unknown budget {budget!r}; valid: {", ".join(BUDGETS)}')
     for r in rows: row_config(r, 0, 1, preset, extra)                         # every row's config is valid before any work

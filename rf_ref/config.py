@@ -198,6 +198,10 @@ class Config:
     def rep_grid(self) -> int: return self.data.image_size // (self.encoder.patch_size * self.encoder.pool)
     @property
     def n_rep_tokens(self) -> int: return self.rep_grid ** 2 if self.model.rf else 0
+    @property
+    def n_visual_tokens(self) -> int:
+        "V tokens of an understanding image: the encoder's pooled grid, the R grid whether or not the model uses R."
+        return self.rep_grid ** 2
 
 # %% ../nbs/00_config.ipynb #60e1de4b
 def _check(ok, msg):

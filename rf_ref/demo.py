@@ -9,31 +9,42 @@ import numpy as np
 import torch
 from .config import get_config
 from .shapes import CATEGORIES, sample_prompt
-from .train import Trainer, fit, plot_history, default_device, load_model, total_steps
-from .sample import RFGenerator, show_samples
+from .checkpoint import default_device
+from .train import Trainer, fit, plot_history, total_steps
+from .sample import RFGenerator, show_samples, load_generator
 
 # %% auto #0
-__all__ = ['demo_prompts', 'evaluate', 'plt_close', 'run_demo']
+__all__ = ['demo_prompts', 'evaluate', 'run_demo']
 
 # %% ../nbs/60_demo.ipynb #a256f8fa
-def demo_prompts(per_category: int = 2, seed: int = 0) -> list:
-    "Fixed captions, `per_category` for each of GenEval's six categories."
+def demo_prompts(per_category: int = 2,  # captions per category
+                 seed: int = 0,          # seeds the draw
+                ) -> list:               # 6 * per_category captions, category by category
+    "Fixed captions from the test distribution, `per_category` for each of GenEval's six categories."
     rng = np.random.default_rng(seed)
     return [sample_prompt(c, rng, 'test').caption for c in CATEGORIES for _ in range(per_category)]
 
 # %% ../nbs/60_demo.ipynb #0c296f87
-def evaluate(gen: RFGenerator, out: str, prompts_per_category: int = 10, images_per_prompt: int = 4, n_scenes: int = 100,
-             seed: int = 0, name: str = 'RF', progress: bool = True, suffix: str = '') -> dict:
+def evaluate(gen,                            # `generate(captions)` and `answer(images, questions)`: an `RFGenerator`, or any such object
+             out: str,                       # the folder for the plots
+             prompts_per_category: int = 10, # ShapesEval prompts per category
+             images_per_prompt: int = 4,     # ShapesEval images per prompt
+             n_scenes: int = 100,            # test scenes for the understanding benchmark (every question of each)
+             seed: int = 0,                  # seeds the prompts and scenes
+             name: str = 'RF',               # the label in the score plot
+             progress: bool = True,          # show progress bars
+             suffix: str = '',               # added to the plot file names
+            ) -> dict:                       # {'shapeseval': the `EvalResult` as a dict, 'understanding': accuracies}
     "ShapesEval and understanding accuracy of a generator; writes shapeseval{suffix}.png and judged{suffix}.png."
     from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged
     from rf_ref.judge import load_judge
     res = ShapesEval(prompts_per_category, images_per_prompt, 'test', seed).run(gen, load_judge(), progress=progress)
     for fig, f in ((plot_scores({name: res}), f'shapeseval{suffix}.png'), (show_judged(res), f'judged{suffix}.png')):
-        fig.savefig(os.path.join(out, f), dpi=120); plt_close(fig)
+        fig.savefig(os.path.join(out, f), dpi=120); _close(fig)
     und = understanding_accuracy(gen.answer, n_scenes, 'test', seed)
     return {'shapeseval': res.to_dict(), 'understanding': und}
 
-def plt_close(fig):
+def _close(fig):
     import matplotlib.pyplot as plt; plt.close(fig)
 
 # %% ../nbs/60_demo.ipynb #94e92254
@@ -42,18 +53,20 @@ def _samples(gen: RFGenerator, out: str, name: str, title: str):
     prompts = demo_prompts()
     images = gen.generate(prompts)
     fig = show_samples(images, prompts, gen.last_rep, gen.model.cfg.vq.codebook_size, ncols=8, vq=gen.model.vq)
-    fig.suptitle(title, fontsize=10, y=1.03); fig.savefig(os.path.join(out, name), dpi=150, bbox_inches='tight'); plt_close(fig)
+    fig.suptitle(title, fontsize=10, y=1.03); fig.savefig(os.path.join(out, name), dpi=150, bbox_inches='tight'); _close(fig)
 
-def run_demo(out: str = 'outputs/demo',
-             preset: str = 'shapes-tiny',
-             device=None,                         # default: cuda when present
-             steps: int | None = None,            # default: the preset's stages (shapes-tiny: 1,334 steps = 32k generation examples)
-             overrides=(), eval_prompts: int = 10, progress: bool = True,
-             max_minutes: float | None = 60,      # safety net only: a run that hits it says so and is marked stopped_early
-             shipped: str | None = 'rf_shapes-tiny') -> dict:  # checkpoint shown after the fresh run (None: skip)
+def run_demo(out: str = 'outputs/demo',            # PNGs, metrics.json and the run folder go here
+             preset: str = 'shapes-tiny',          # the preset to train
+             device=None,                          # default: cuda when present
+             steps: int | None = None,             # default: the preset's stages (shapes-tiny: 1,334 steps = 32k generation examples)
+             overrides=(),                         # config overrides, e.g. ['train.log_every=5']
+             eval_prompts: int = 10,               # ShapesEval prompts per category (4 images each)
+             progress: bool = True,                # show progress bars
+             max_minutes: float | None = 60,       # safety net only: a run that hits it says so and is marked stopped_early
+             shipped: str | None = 'rf_shapes-tiny',  # checkpoint shown after the fresh run (None: skip)
+            ) -> dict:                             # what metrics.json holds
     "Train a fixed number of steps, sample, evaluate; then the shipped checkpoint; write everything to `out`."
     from rf_ref.data import find_data_file
-    from rf_ref.sample import load_generator
     dev = default_device(device)
     cfg = get_config(preset, list(overrides))
     os.makedirs(out, exist_ok=True)
@@ -61,7 +74,7 @@ def run_demo(out: str = 'outputs/demo',
     tr = Trainer(cfg, os.path.join(out, 'run'), dev)
     fit(tr, steps, progress=progress, time_limit=None if max_minutes is None else 60 * max_minutes)
     train_s = time.perf_counter() - t0
-    fig = plot_history(tr.history, title=f'{preset}: {tr.step} steps'); fig.savefig(os.path.join(out, 'losses.png'), dpi=120); plt_close(fig)
+    fig = plot_history(tr.history, title=f'{preset}: {tr.step} steps'); fig.savefig(os.path.join(out, 'losses.png'), dpi=120); _close(fig)
     gen = RFGenerator(tr.ema.module, tr.tok, seed=0)
     _samples(gen, out, 'samples.png', f'fresh run: {preset}, {tr.step} steps (seed {cfg.train.seed})')
     planned = steps if steps is not None else total_steps(cfg)
