@@ -11,10 +11,10 @@ from .config import Config, config_from_dict, config_to_dict
 from .model import RFModel
 
 # %% auto #0
-__all__ = ['MANIFEST', 'LATEST', 'FORMAT', 'CheckpointError', 'sha256', 'write_text_atomic', 'write_folder', 'verify',
-           'step_folders', 'save_rotating', 'is_checkpoint', 'find_checkpoint', 'load_config', 'load_weights',
-           'pack_state', 'unpack_state', 'load_legacy_state', 'save_checkpoint', 'load_train_state', 'run_dir',
-           'default_device', 'load_model', 'export_checkpoint']
+__all__ = ['MANIFEST', 'LATEST', 'FORMAT', 'CheckpointError', 'sha256', 'fsync', 'kill_point', 'write_text_atomic',
+           'write_folder', 'verify', 'step_folders', 'save_rotating', 'is_checkpoint', 'find_checkpoint', 'load_config',
+           'load_weights', 'pack_state', 'unpack_state', 'load_legacy_state', 'save_checkpoint', 'load_train_state',
+           'run_dir', 'default_device', 'load_model', 'export_checkpoint']
 
 # %% ../nbs/45_checkpoint.ipynb #f4f8b484
 MANIFEST, LATEST, FORMAT = 'manifest.json', 'latest', 'rf_ref checkpoint'
@@ -32,13 +32,13 @@ def sha256(path: str,              # a file
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
-def _fsync(path: str):
+def fsync(path: str):
     "Flush a file's (or a folder's entries') data to disk."
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
-def _kill_point(tag: str):
+def kill_point(tag: str):
     "Fault injection for the crash tests: SIGKILL this process where `RF_REF_KILL_AT` names `tag`."
     if os.environ.get('RF_REF_KILL_AT') == tag: os.kill(os.getpid(), signal.SIGKILL)
 
@@ -57,7 +57,7 @@ def write_text_atomic(path: str,  # the file to create or replace
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
         raise
-    _fsync(os.path.dirname(os.path.abspath(path)))
+    fsync(os.path.dirname(os.path.abspath(path)))
 
 # %% ../nbs/45_checkpoint.ipynb #309466dd
 def write_folder(path: str,                # the folder to create (replaced whole if it exists)
@@ -72,17 +72,17 @@ def write_folder(path: str,                # the folder to create (replaced whol
     try:
         files = {}
         for fname, write in writers.items():
-            f = os.path.join(tmp, fname); write(f); _fsync(f); os.chmod(f, 0o666 & ~_umask())   # safetensors writes 0600
+            f = os.path.join(tmp, fname); write(f); fsync(f); os.chmod(f, 0o666 & ~_umask())   # safetensors writes 0600
             files[fname] = {'bytes': os.path.getsize(f), 'sha256': sha256(f)}
-            _kill_point(f'{name}/{fname}')
+            kill_point(f'{name}/{fname}')
         with open(os.path.join(tmp, MANIFEST), 'w') as f:
             json.dump({'format': FORMAT, **(meta or {}), 'files': files}, f, indent=1); f.flush(); os.fsync(f.fileno())
-        _fsync(tmp)
+        fsync(tmp)
         if os.path.exists(path):  # the same folder written again: swap, then drop the old one
             old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent); os.rename(path, os.path.join(old, name))
             os.rename(tmp, path); shutil.rmtree(old, ignore_errors=True)
         else: os.rename(tmp, path)
-        _fsync(parent)
+        fsync(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
@@ -123,7 +123,7 @@ def save_rotating(root: str,                # a run's ckpt/ folder
     "Write `root/step-<step>` atomically, point `root/latest` at it, keep the `keep_last` newest, clear leftovers."
     name = f'step-{step:08d}'
     path = write_folder(os.path.join(root, name), writers, {'step': step, **(meta or {})})
-    _kill_point(f'{name}/renamed')
+    kill_point(f'{name}/renamed')
     write_text_atomic(os.path.join(root, LATEST), name + '\n')
     for _, old in step_folders(root)[:-keep_last]: shutil.rmtree(old, ignore_errors=True)
     for n in os.listdir(root):  # temporary folders of saves that were killed

@@ -117,7 +117,7 @@ def cmd_train(args):
 
 def cmd_pretrain_encoder(args):
     "Stage 0 at toy scale: pretrain the small encoder on Shapes patch labels."
-    from rf_ref.train import pretrain_encoder
+    from rf_ref.pretrain import pretrain_encoder
     writable(args.out, '--out')
     cfg = get_config(args.preset, args.overrides)
     res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
@@ -150,7 +150,7 @@ def check_prompts(prompts, tok, max_text_len: int) -> list:
 def cmd_sample(args):
     "Generate images for prompts from a checkpoint, with their R blueprints."
     import torch, matplotlib; matplotlib.use('Agg')
-    from rf_ref.train import load_model
+    from rf_ref.checkpoint import load_model
     from rf_ref.data import load_tokenizer
     from rf_ref.sample import generate, show_samples
     from dataclasses import replace

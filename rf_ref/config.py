@@ -162,7 +162,7 @@ class TrainConfig:
     ema_warmup: bool = True           # decay min(ema_decay, (1 + step) / (10 + step)): a short run's EMA forgets its random start
     stages: tuple = (StageConfig(),)
     precision: str = 'auto'           # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    compile: bool = False
+    compile: bool = False             # torch.compile each backbone block of the trained model (train notebook)
     seed: int = 0
     log_every: int = 25
     ckpt_every: int = 1_000

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
-from .checkpoint import (CheckpointError, FORMAT, LATEST, MANIFEST, _fsync, _kill_point, load_config, sha256,
+from .checkpoint import (CheckpointError, FORMAT, LATEST, MANIFEST, fsync, kill_point, load_config, sha256,
                                step_folders, write_folder, write_text_atomic)
 from .config import config_to_dict
 from .ema import EMA
@@ -72,7 +72,7 @@ def save_sharded(root: str,                 # a run's ckpt/ folder: the checkpoi
     content = _content(model, optimizer, ema)
     _dcp(dcp.save, content, tmp)
     _barrier()
-    _kill_point(f'{name}/saved')                         # crash tests: every rank's files written, nothing renamed
+    kill_point(f'{name}/saved')                         # crash tests: every rank's files written, nothing renamed
     files = _hash_files(tmp, os.listdir(tmp))
     if rank == 0:
         _write_json(os.path.join(tmp, 'config.json'), config_to_dict(model.cfg))
@@ -80,12 +80,12 @@ def save_sharded(root: str,                 # a run's ckpt/ folder: the checkpoi
         files.update({n: _entry(os.path.join(tmp, n)) for n in ('config.json', 'state.json')})
         _write_json(os.path.join(tmp, MANIFEST), {'format': FORMAT, 'kind': 'sharded', 'step': step, 'world': world,
                                                   'parts': sorted(content), 'files': files})
-        _fsync(tmp)
+        fsync(tmp)
         if os.path.exists(final):                        # the same step saved again: swap, then drop the old one
             old = os.path.join(root, f'.{name}.old'); shutil.rmtree(old, ignore_errors=True)
             os.rename(final, old); os.rename(tmp, final); shutil.rmtree(old)
         else: os.rename(tmp, final)
-        _fsync(root)
+        fsync(root)
         write_text_atomic(os.path.join(root, LATEST), name + '\n')
         for _, older in step_folders(root)[:-keep_last]: shutil.rmtree(older, ignore_errors=True)
         for n in os.listdir(root):                       # folders of saves killed before their rename

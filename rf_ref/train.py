@@ -16,10 +16,6 @@ from .model import RFModel
 from .baselines import load_autoencoder
 from .checkpoint import default_device, find_checkpoint, load_config, load_train_state, run_dir, save_checkpoint, write_text_atomic
 from .pretrain import load_encoder
-# TODO(lead): rf_ref.cli still imports load_model and pretrain_encoder from rf_ref.train; once it takes them from
-# rf_ref.checkpoint and rf_ref.pretrain, the next two lines go
-from .checkpoint import load_model
-from .pretrain import pretrain_encoder
 
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'total_steps', 'lr_at', 'ema_decay_at', 'apply_stage',

@@ -23,7 +23,7 @@ def _setup():
     cfg = get_config('shapes-tiny', OVERRIDES)
     tok, data = load_tokenizer(cfg.data.tokenizer), build_dataset(cfg.data)
     return cfg, [collate([data[i] for i in range(8 * s, 8 * s + 8)], tok, cfg.n_rep_tokens, cfg.n_pixel_tokens,
-                         cfg.rep_grid ** 2, cfg.data.max_text_len, understanding_fraction=0.5) for s in range(STEPS)]
+                         cfg.n_visual_tokens, cfg.data.max_text_len, understanding_fraction=0.5) for s in range(STEPS)]
 
 
 def _full(t):
