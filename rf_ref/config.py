@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #8a01abd6
 from __future__ import annotations
-import ast, dataclasses, enum, json, typing
+import ast, dataclasses, enum, json, math, typing
 from dataclasses import dataclass, field, fields, replace
 
 # %% auto #0
@@ -258,6 +258,17 @@ def validate(cfg: Config) -> Config:
                f'train.stages.{i} is a {type(s).__name__}, not a StageConfig')
         _check_fields(s, 'stage', f'train.stages.{i}.')
         _check(all(isinstance(g, str) for g in s.train), f'train.stages.{i}.train={s.train!r} must be a tuple of group names')
+        if s.image_size and s.image_size != cfg.data.image_size:   # a stage at its own resolution (see the train notebook)
+            _check(cfg.data.dataset in ('shapes', 'digits', 'text-image'),
+                   f'train.stages.{i}.image_size={s.image_size} differs from data.image_size={cfg.data.image_size}, but '
+                   f'data.dataset={cfg.data.dataset!r} has one resolution: resizing it is not implemented; use 0')
+            _check(s.image_size <= 4 * cfg.data.image_size,
+                   f'train.stages.{i}.image_size={s.image_size} is more than 4x data.image_size={cfg.data.image_size}: the 2D '
+                   'position tables cover 4x the base grid; raise data.image_size or lower the stage size')
+            cell = math.lcm(cfg.encoder.patch_size * cfg.encoder.pool, cfg.flow.patch_size *
+                            (cfg.model.latent_factor if cfg.model.space == 'latent' else 1))
+            _check(s.image_size % cell == 0, f'train.stages.{i}.image_size={s.image_size} is not a multiple of {cell} '
+                   '(the encoder cell and the pixel patch): round it to a multiple')
     for key, options in _CHOICES.items():
         section, name = key.split('.'); v = getattr(getattr(cfg, section), name)
         _check(v in options, f'{key}={v!r}: use one of {", ".join(options)}')

@@ -7,20 +7,22 @@ from __future__ import annotations
 import json, os, re, time
 from contextlib import nullcontext
 import torch
-from torch.utils.data import DataLoader, Sampler
+from dataclasses import replace
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from .config import Config, StageConfig
 from .data import load_tokenizer, collate, build_dataset
 from .ema import EMA
-from .model import RFModel
+from .model import RFModel, image_grids
 from .baselines import load_autoencoder
 from .checkpoint import default_device, find_checkpoint, load_config, load_train_state, run_dir, save_checkpoint, write_text_atomic
 from .pretrain import load_encoder
 
 # %% auto #0
-__all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'total_steps', 'lr_at', 'ema_decay_at', 'apply_stage',
-           'StepBatchSampler', 'memory_plan', 'device_memory', 'check_memory', 'compile_backbone', 'Trainer',
-           'Divergence', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper', 'read_metrics', 'plot_history']
+__all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
+           'apply_stage', 'StepBatchSampler', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory',
+           'check_memory', 'compile_backbone', 'Trainer', 'Divergence', 'train_step', 'save', 'resume', 'fit',
+           'stages_like_paper', 'read_metrics', 'plot_history']
 
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -62,6 +64,12 @@ def stage_at(cfg: Config,  # train.stages
         if step < start + s.steps: return i, s, step - start
         start += s.steps
     return len(cfg.train.stages) - 1, cfg.train.stages[-1], step - start + cfg.train.stages[-1].steps
+
+def stage_image_size(cfg: Config,  # data.image_size and train.stages
+                     step: int,    # global step, from 0
+                    ) -> int:      # pixels per side
+    "The image size of a step: its stage's `image_size`, or `data.image_size` when that is 0."
+    return stage_at(cfg, step)[1].image_size or cfg.data.image_size
 
 def total_steps(cfg: Config,  # train.stages
                ) -> int:      # the steps of all stages
@@ -116,6 +124,31 @@ class StepBatchSampler(Sampler):
     def __iter__(self):
         step = self.start
         while True: yield self.batch(step); step += 1
+
+# %% ../nbs/50_train.ipynb #1818a74e
+class SizedSteps(Sampler):
+    "A step sampler whose batches are (image size, index) pairs: the size of each step's stage."
+    def __init__(self, sampler: StepBatchSampler,  # yields the indices of steps start, start + 1, ...
+                 cfg: Config):                     # data.image_size and the stages' sizes
+        self.sampler, self.cfg = sampler, cfg
+
+    def __iter__(self):
+        for step, indices in enumerate(self.sampler, self.sampler.start):
+            size = stage_image_size(self.cfg, step)
+            yield [(size, i) for i in indices]
+
+class StagedImages(Dataset):
+    "Items of the training set at the size each step asks for: `data[(size, i)]`."
+    def __init__(self, cfg: Config,     # its DataConfig builds the set at other sizes
+                 base: Dataset):        # the set at data.image_size
+        self.cfg, self.sets = cfg.data, {cfg.data.image_size: base}
+
+    def __len__(self): return len(self.sets[self.cfg.image_size])
+
+    def __getitem__(self, key: tuple):  # (pixels per side, index)
+        size, i = key
+        if size not in self.sets: self.sets[size] = build_dataset(replace(self.cfg, image_size=size), 'train')
+        return self.sets[size][i]
 
 # %% ../nbs/50_train.ipynb #7ab4f4f6
 def memory_plan(cfg: Config,  # the model to count, built on the meta device
@@ -193,16 +226,19 @@ class Trainer:
         c = self.cfg
         def collate_fn(items):
             _, stage, _ = stage_at(c, self._loader_step)
+            size = stage_image_size(c, self._loader_step)
+            grids = {k: gh * gw for k, (gh, gw) in image_grids(c, size, size).items()}   # this stage's token counts
             frac = 1.0 if stage.understanding_only else c.data.understanding_fraction
-            return collate(items, self.tok, c.n_rep_tokens, c.n_pixel_tokens, c.n_visual_tokens, c.data.max_text_len,
+            return collate(items, self.tok, grids['rep'] * c.model.rf, grids['pixel'], grids['rep'], c.data.max_text_len,
                            frac, c.model.caption_lm)
         self._loader_step = start
         sampler = StepBatchSampler(len(self.data), c.train.batch_size, c.train.seed, start)
         # its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which a resume would shift
-        loader = DataLoader(self.data, batch_sampler=sampler, collate_fn=lambda items: items, num_workers=self.num_workers,
-                            generator=torch.Generator().manual_seed(c.train.seed + start))
+        loader = DataLoader(StagedImages(c, self.data), batch_sampler=SizedSteps(sampler, c), collate_fn=lambda items: items,
+                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(c.train.seed + start))
         for batch in loader:
             yield collate_fn(batch); self._loader_step += 1
+
 
 # %% ../nbs/50_train.ipynb #9c819df0
 class Divergence(FloatingPointError):
