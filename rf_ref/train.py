@@ -17,6 +17,7 @@ from .model import RFModel, image_grids
 from .baselines import load_autoencoder
 from .checkpoint import default_device, find_checkpoint, load_config, load_train_state, run_dir, save_checkpoint, write_text_atomic
 from .pretrain import load_encoder
+from .plan import plan, count_params
 
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
@@ -151,13 +152,12 @@ class StagedImages(Dataset):
         return self.sets[size][i]
 
 # %% ../nbs/50_train.ipynb #7ab4f4f6
-def memory_plan(cfg: Config,  # the model to count, built on the meta device
-               ) -> dict:     # {'params': parameters and buffers, 'trained': trained parameters, 'bytes': the least training holds}
-    "Parameters of `cfg`'s model and the bytes training needs at the least (weights, EMA, gradients, AdamW moments)."
-    with torch.device('meta'): m = RFModel(cfg)
-    total = sum(p.numel() for p in m.parameters()) + sum(b.numel() for b in m.buffers())
-    trained = sum(p.numel() for n, p in m.named_parameters() if not n.startswith('target_encoder.'))
-    return {'params': total, 'trained': trained, 'bytes': 4 * total * 2 + trained * (4 + 8)}
+def memory_plan(cfg: Config,  # the run
+               ) -> dict:     # {'params': parameters, 'bytes': the least one device holds to train them}
+    "The planner's count (`rf_ref.plan`) of what one device needs before activations: weights, gradients, AdamW, EMA, codebook."
+    state = plan(cfg, gpus=1).memory
+    need = sum(v for k, v in state.items() if not k.startswith(('activations', 'gathered')))   # GB; one device gathers nothing
+    return {'params': sum(total for total, _ in count_params(cfg).values()), 'bytes': need * 1e9}
 
 # %% ../nbs/50_train.ipynb #1a2b3c4d
 def device_memory(device: torch.device,  # a GPU, or the CPU
@@ -174,12 +174,12 @@ def check_memory(cfg: Config,            # the run
                  device: torch.device,   # where it would train
                 ):
     "Raise `MemoryError` when training `cfg` cannot fit `device`, with the numbers."
-    plan, have = memory_plan(cfg), device_memory(device)
-    if plan['bytes'] > have:
-        raise MemoryError(f"training {cfg.name} needs at least {plan['bytes'] / 1e9:,.1f} GB ({plan['params'] / 1e9:.2f}B parameters: "
+    need, have = memory_plan(cfg), device_memory(device)
+    if need['bytes'] > have:
+        raise MemoryError(f"training {cfg.name} needs at least {need['bytes'] / 1e9:,.1f} GB ({need['params'] / 1e9:.2f}B parameters: "
                           f"fp32 weights and EMA, gradients and AdamW moments; activations on top) but {device} has "
-                          f"{have / 1e9:,.1f} GB: pick a smaller preset (`rf-ref presets`); sharded multi-GPU training "
-                          f"for the paper's scale is planned, not yet built")
+                          f"{have / 1e9:,.1f} GB: pick a smaller preset (`rf-ref presets`), or shard it over GPUs "
+                          f"(`rf-ref plan --preset {cfg.name}` says how many; rf_ref.parallel shards the model)")
 
 # %% ../nbs/50_train.ipynb #9d4e6b17
 def compile_backbone(model: RFModel,  # compiled in place; its state_dict keeps its names
