@@ -16,18 +16,7 @@ from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss
 from rf_ref.config import Modality
 from rf_ref.mot import MoTTransformer, attention_mask
 from rf_ref.qwen3 import load_qwen3_moe_state_dict, mot_config_from_qwen3
-
-SMALL = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             head_dim=16)
-
-
-def randomize(model, seed=0):
-    "Weights larger than the default init, so that attention, norms and routing all matter."
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith('norm.weight') else 0.2 * torch.randn_like(p))
-    return model.eval()
+from hf_tiny import SMALL, randomize
 
 
 def per_expert_checkpoint(hf_state_dict, n_experts):

@@ -21,18 +21,9 @@ from rf_ref.model import RFModel
 from rf_ref.scale import materialize
 from rf_ref.pretrained import (INDEX, checkpoint_index, dinov3_config, load_dinov3_checkpoint, load_pretrained,
                                load_qwen3_checkpoint, qwen3_config)
+from hf_tiny import SMALL, randomize
 
-SMALL = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1, mlp_only_layers=[])
-
-
-def randomize(model, seed=0):
-    "Weights larger than the default init, so that attention, norms and routing all matter."
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith('norm.weight') else 0.2 * torch.randn_like(p))
-    return model.eval()
 
 
 def save_sharded(hf, folder):
