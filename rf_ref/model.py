@@ -115,6 +115,16 @@ class RFModel(nn.Module):
         "The losses of one training step (`rf_losses`); 'loss' is the total to backpropagate."
         return rf_losses(self, batches, train, generator, noise, mean)
 
+    def generate(self, captions, **kwargs) -> dict:  # list of captions; keywords of `rf_ref.sample.generate`
+        "Images for captions: R tokens sampled from the text, then pixels denoised (the sample notebook)."
+        from rf_ref.sample import generate
+        return generate(self, captions, **kwargs)
+
+    def answer(self, images, questions, **kwargs) -> list:  # (b, c, h, w) in [-1, 1]; b questions; see `rf_ref.sample.answer`
+        "Greedy answers to questions about images (the sample notebook)."
+        from rf_ref.sample import answer
+        return answer(self, images, questions, **kwargs)
+
 def flow_input(model: RFModel,
                images: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) in [-1, 1]
     "What flow matching denoises: the (b, c, h, w) images, or their (b, z, h/f, w/f) latents in latent space."
