@@ -4,53 +4,17 @@
 
 # %% ../nbs/12_mot.ipynb #afeafb92
 from __future__ import annotations
-import warnings
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from .config import Modality, POOL_OF_MODALITY, POOLS, MoTConfig
 from .moe import SwiGLU, MoE, load_balancing_loss, feed_forward_pool
-
-try:  # FlexAttention: block-sparse masks for long packed sequences (fused kernels on GPU)
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # older torch: dense boolean masks with SDPA only
-    BlockMask = create_block_mask = flex_attention = None
+from .kernels import BlockMask, attend, create_block_mask, rms_norm
 
 # %% auto #0
-__all__ = ['LETTERS', 'rms_norm', 'RMSNorm', 'rope_cache', 'apply_rope', 'TokenTable', 'token_table', 'allowed', 'attention_mask',
-           'mask_picture', 'flex_block_mask', 'attend', 'Attention', 'KVCache', 'Routing', 'route_tokens', 'MoTBlock',
+__all__ = ['LETTERS', 'RMSNorm', 'rope_cache', 'apply_rope', 'TokenTable', 'token_table', 'allowed', 'attention_mask',
+           'mask_picture', 'flex_block_mask', 'Attention', 'KVCache', 'Routing', 'route_tokens', 'MoTBlock',
            'causal_mask', 'MoTTransformer']
-
-# %% ../nbs/12_mot.ipynb #64304139
-class _RMSNormFunction(torch.autograd.Function):
-    "RMSNorm with a closed-form backward (a few kernels, where autograd on CPU launches dozens); `weight` None: no gain."
-    @staticmethod
-    def forward(ctx, x, weight, eps):
-        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16 and fp16 in float32
-        r = torch.rsqrt(torch.linalg.vector_norm(x32, dim=-1, keepdim=True).pow(2) / x.shape[-1] + eps)  # (..., 1)
-        x_hat = (x32 * r).type_as(x)
-        ctx.save_for_backward(x_hat, r, weight)
-        return x_hat if weight is None else x_hat * weight
-
-    @staticmethod
-    def backward(ctx, g):
-        x_hat, r, weight = ctx.saved_tensors
-        grad_weight = None if weight is None else (g * x_hat).sum_to_size(weight.shape)
-        g_hat = (g if weight is None else g * weight).to(r.dtype)
-        x_hat = x_hat.to(r.dtype)
-        mean = torch.linalg.vecdot(g_hat, x_hat, dim=-1).unsqueeze(-1) / x_hat.shape[-1]  # mean(g_hat x_hat), (..., 1)
-        grad_x = torch.addcmul(g_hat, x_hat, mean, value=-1) * r
-        return grad_x.to(g.dtype), grad_weight, None
-
-def rms_norm(x: torch.Tensor,              # (..., d)
-             weight: torch.Tensor | None,  # gain broadcast against x: (d,), or (heads, d) for several heads at once
-             eps: float = 1e-6) -> torch.Tensor:
-    "w * x / sqrt(mean(x^2) + eps) over the last axis, in float32."
-    if x.is_cuda or not torch.is_grad_enabled():  # fused kernels
-        x_hat = F.rms_norm(x.to(torch.promote_types(x.dtype, torch.float32)), (x.shape[-1],), eps=eps).type_as(x)
-        return x_hat if weight is None else x_hat * weight
-    return _RMSNormFunction.apply(x, weight, eps)
 
 # %% ../nbs/12_mot.ipynb #4cddbd71
 class RMSNorm(nn.Module):
@@ -154,21 +118,6 @@ def flex_block_mask(modality: torch.Tensor,         # (b, n) `Modality` values
     def mask_mod(b, h, q, kv): return allowed(table, b, q, kv)
     b, n = modality.shape
     return create_block_mask(mask_mod, b, None, n, n, device=modality.device, BLOCK_SIZE=block_size)
-
-# %% ../nbs/12_mot.ipynb #57c134d8
-_compiled_flex = None
-
-def attend(q, k, v, mask=None):
-    "softmax(q k^T / sqrt(c)) v over keys the mask allows; q (b, h, n, c), k and v (b, g, m, c)."
-    if BlockMask is not None and isinstance(mask, BlockMask):
-        global _compiled_flex
-        if q.is_cuda and _compiled_flex is None: _compiled_flex = torch.compile(flex_attention)
-        with warnings.catch_warnings():  # eager FlexAttention (CPU) warns that it is unfused
-            warnings.simplefilter('ignore')
-            return (_compiled_flex if q.is_cuda else flex_attention)(q, k, v, block_mask=mask, enable_gqa=True)
-    if mask is None:  # causal over the keys of this call
-        return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, enable_gqa=True)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)  # mask (b, 1, n, m)
 
 # %% ../nbs/12_mot.ipynb #c03117dd
 class Attention(nn.Module):
