@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from .config import Modality, POOL_OF_MODALITY, POOLS, MoTConfig
-from .moe import SwiGLU, MoE, load_balancing_loss, feed_forward_pool
+from .moe import load_balancing_loss, feed_forward_pool
 from .kernels import BlockMask, attend, create_block_mask, rms_norm
 
 # %% auto #0
