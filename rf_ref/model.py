@@ -27,7 +27,7 @@ __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel
 # %% ../nbs/30_model.ipynb #8a5bb903
 def sincos_2d(gh: int, gw: int,  # grid rows and columns
               width: int,        # d, a multiple of 4
-              device=None) -> torch.Tensor:
+              device=None) -> torch.Tensor:  # where the features are made
     "(gh * gw, d) fixed 2D sin-cos features of the cell centres, in fractions of the image, row-major like patchify."
     if width % 4: raise ValueError(f'width={width} must be a multiple of 4 for 2D sin-cos features')
     q = width // 4
@@ -57,7 +57,10 @@ class GridEmbedding(nn.Module):
         return learned + sincos_2d(gh, gw, self.row.shape[1], self.row.device).to(learned.dtype)
 
 # %% ../nbs/30_model.ipynb #1bdcf977
-def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+def sinusoidal(t: torch.Tensor,               # (b,) flow times in [0, 1]
+               dim: int,                     # features, even: half cosines, half sines
+               max_period: float = 10_000.0  # the slowest frequency's period
+              ) -> torch.Tensor:
     "(b,) times in [0, 1] -> (b, dim) sinusoidal features (t scaled by 1000, as in DiT)."
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
@@ -155,7 +158,9 @@ def rep_targets(model: RFModel, images: torch.Tensor,  # (b, c, h, w) clean imag
     return {'ids': ids, 'features': features, 'grid': tuple(pooled.shape[1:3]), 'stats': stats}
 
 # %% ../nbs/30_model.ipynb #45fc2620
-def fill_slots(h, where, values):
+def fill_slots(h: torch.Tensor,       # (b, n, d) embeddings
+               where: torch.Tensor,   # (b, n) bool: the slots to fill, s per row
+               values: torch.Tensor): # (b, s, d) what goes into them, in row order
     "Write `values` (b, s, d) into the slots of `h` where `where` (b, n) is True, row by row."
     out = h.clone()
     out[where] = values.reshape(-1, values.shape[-1]).to(out.dtype)
@@ -170,7 +175,12 @@ def image_grids(cfg: Config, h: int, w: int) -> dict:  # an image of h x w pixel
                          f'and of the pixel patch {f * p} px: resize or crop it to a multiple of {math.lcm(cell, f * p)}')
     return {'rep': (h // cell, w // cell), 'pixel': (h // (f * p), w // (f * p))}
 
-def embed_generation(model: RFModel, batch: Batch, rep_in, z_t, t) -> torch.Tensor:
+def embed_generation(model: RFModel,
+                     batch: Batch,         # a generation batch: its token ids, modalities and image size
+                     rep_in,               # (b, r) R ids, or (b, r, e) features (continuous); None without R
+                     z_t: torch.Tensor,    # (b, m, q) noisy patches
+                     t: torch.Tensor       # (b,) flow times
+                    ) -> torch.Tensor:
     "(b, n, d) embeddings of a generation batch; `rep_in` ids (b, r) or features (b, r, e); z_t (b, m, q); t (b,)."
     cfg, grids = model.cfg, image_grids(model.cfg, *batch.images.shape[-2:])  # the grids of this batch's image size
     h = model.tok_embed(batch.tokens)                                          # (b, n, d)
@@ -181,7 +191,7 @@ def embed_generation(model: RFModel, batch: Batch, rep_in, z_t, t) -> torch.Tens
     return fill_slots(h, batch.modality == Modality.PIXEL, pix)
 
 # %% ../nbs/30_model.ipynb #fd700103
-def segments(batch: Batch) -> dict:
+def segments(batch: Batch) -> dict:  # a generation batch
     "Boolean (b, n) masks of a generation batch's segments: text (bot..eot), rep (bor + R), pixel (bop + P)."
     mod = batch.modality
     is_rep, is_pix = mod == Modality.REP, mod == Modality.PIXEL
@@ -195,7 +205,10 @@ def segments(batch: Batch) -> dict:
     text = (mod == Modality.TEXT) & ~rep & ~pixel
     return {'text': text, 'rep': rep, 'pixel': pixel}
 
-def visibility(batch: Batch, drop_text: torch.Tensor, drop_rep: torch.Tensor) -> torch.Tensor:
+def visibility(batch: Batch,               # a generation batch
+               drop_text: torch.Tensor,    # (b,) bool: hide this row's caption
+               drop_rep: torch.Tensor      # (b,) bool: hide this row's R sequence
+              ) -> torch.Tensor:
     "(b, n) bool: which tokens later tokens may see, given per-row (b,) drop decisions."
     seg = segments(batch)
     hidden = (seg['text'] & drop_text[:, None]) | (seg['rep'] & drop_rep[:, None]) | (batch.modality == Modality.PAD)

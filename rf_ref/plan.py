@@ -17,7 +17,7 @@ __all__ = ['GB', 'count_params', 'backbone_floats', 'encoder_floats', 'saved_ten
            'Plan', 'plan', 'format_plans']
 
 # %% ../nbs/81_plan.ipynb #551cac64
-def count_params(cfg: Config) -> dict:
+def count_params(cfg: Config) -> dict:  # any preset; nothing is built
     "Parameters of each part of `param_table`'s rows, as {part: (total, active per token)}, from the config's shapes alone."
     m, e, d = cfg.mot, cfg.encoder, cfg.mot.width
     h, g, c, f, E, k = m.heads, m.kv_heads, m.head_dim, m.ffn_hidden, m.n_experts, m.experts_per_token
@@ -47,7 +47,7 @@ def count_params(cfg: Config) -> dict:
     return {part: v if isinstance(v, tuple) else (v, v) for part, v in out.items()}
 
 # %% ../nbs/81_plan.ipynb #c3cd0bed
-def backbone_floats(cfg: Config) -> float:
+def backbone_floats(cfg: Config) -> float:  # its `mot` section sets the shapes
     "Values one MoT block keeps for backward per token, with a fused attention kernel (no n x n scores kept)."
     m, d = cfg.mot, cfg.mot.width
     h, g, c, f, E, k = m.heads, m.kv_heads, m.head_dim, m.ffn_hidden, m.n_experts, m.experts_per_token
@@ -61,7 +61,7 @@ def backbone_floats(cfg: Config) -> float:
                  + 8 * k)                   # routing indices (int64) and weights
     return attention + ffn
 
-def encoder_floats(cfg: Config) -> float:
+def encoder_floats(cfg: Config) -> float:  # its `encoder` section sets the shapes
     "Values one encoder block keeps for backward per patch token (same fused-attention assumption)."
     e = cfg.encoder
     mlp = (4 if e.gated_mlp else 2) * e.mlp_hidden
@@ -79,7 +79,9 @@ def saved_tensor_bytes(fn,                  # runs a forward pass and returns it
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): out = fn()
     return sum(kept.values()), out
 
-def measure_activations(cfg: Config, tokens: int = 256, seed: int = 0) -> dict:
+def measure_activations(cfg: Config,     # a small config: its backbone and encoder are built and run
+                        tokens: int = 256,  # backbone sequence length
+                        seed: int = 0) -> dict:  # weights and inputs
     "Measured / predicted kept values (float32, CPU) for the backbone with and without checkpointing and the encoder."
     torch.manual_seed(seed)
     m = MoTTransformer(cfg.mot)
@@ -156,7 +158,7 @@ class Plan:
     mfu: float
     peak_tflops: float
 
-    def total(self, checkpointing: bool) -> float:
+    def total(self, checkpointing: bool) -> float:  # with activation checkpointing or without
         "GB per GPU: everything but the activations of the other mode."
         skip = 'activations (no checkpointing)' if checkpointing else 'activations (checkpointing)'
         return sum(v for k, v in self.memory.items() if k != skip)
@@ -177,7 +179,7 @@ def plan(cfg: Config,               # the model and its stages (`get_config('pap
          replicas: int = 1,          # HSDP: shard within gpus / replicas, replicate across replicas; 1 = full sharding
          mfu: float = 0.4,           # model FLOPs utilization assumed for the time estimate
          peak_tflops: float = 989.0, # bf16 dense peak per GPU (H100 SXM: 989)
-         workload: Workload | None = None) -> Plan:
+         workload: Workload | None = None) -> Plan:  # the row's token budget and data mix; None: `Workload()`
     "Memory per GPU under FSDP2 (fp32 master weights, bf16 compute), FLOPs per token and training time."
     for name, v in (('gpus', gpus), ('replicas', replicas)):
         if not isinstance(v, int) or v < 1: raise ValueError(f'{name}={v!r} must be a positive integer')
@@ -205,7 +207,9 @@ def plan(cfg: Config,               # the model and its stages (`get_config('pap
     return Plan(gpus, replicas, gpu_memory, {k: v / GB for k, v in memory.items()},
                 _row_flops(cfg, w, counts) / w.tokens, seconds / 3600, mfu, peak_tflops)
 
-def format_plans(plans: list, cfg: Config | None = None) -> str:
+def format_plans(plans: list,                # `plan` results, one column each
+                 cfg: Config | None = None  # adds the iteration count to the footnote
+                ) -> str:
     "Several plans side by side (one column per GPU count): GB per GPU, whether it fits, FLOPs and time."
     head = [f'{p.gpus} GPUs' + (f' / {p.replicas} replicas' if p.replicas > 1 else '') for p in plans]
     width = max(14, *(len(h) + 2 for h in head))

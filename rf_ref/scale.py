@@ -37,7 +37,7 @@ PARTS = (('LLM embeddings', r'^(tok_embed|lm_head)\.'),
          ('REPA projector', r'^repa_'),
          ('autoencoder (frozen)', r'^autoencoder\.'))
 
-def part_of(name: str) -> str:
+def part_of(name: str) -> str:  # a parameter name of `RFModel`
     "The row of `param_table` that parameter `name` counts in."
     for part, pattern in PARTS:
         if re.search(pattern, name): return part
@@ -46,7 +46,7 @@ def part_of(name: str) -> str:
 # %% ../nbs/80_scale.ipynb #ce9bccb5
 _EXPERTS = re.compile(r'\.pools\.\d+\.(gate_up|down)$')  # stacked expert weights (E, ., .): k of E used per token
 
-def active_share(model: RFModel, name: str) -> float:
+def active_share(model: RFModel, name: str) -> float:  # name: one of its parameters
     "Share of parameter `name` a token that uses it multiplies by: k/E for stacked experts, else 1."
     m = model.cfg.mot
     return m.experts_per_token / m.n_experts if m.n_experts > 1 and _EXPERTS.search(name) else 1.0
@@ -72,18 +72,18 @@ TOKEN_PATHS = {  # the parts a token of each kind passes through in the backbone
     'P token': ('P embeddings and head', 'LLM attention', 'pixel pool'),
 }
 
-def active_per_token(table: list) -> dict:
+def active_per_token(table: list) -> dict:  # from `param_table`
     "Parameters active for a text, R and P token: the sum of the `active` counts along each token's path."
     by = {r.part: r for r in table}
     return {kind: sum(by[p].active for p in parts if p in by) for kind, parts in TOKEN_PATHS.items()}
 
-def llm_counts(table: list) -> tuple:
+def llm_counts(table: list) -> tuple:  # from `param_table`
     "(total, active per token) of the language model alone: its embeddings, attention and understanding pool."
     by = {r.part: r for r in table}
     parts = TOKEN_PATHS['text token']
     return sum(by[p].total for p in parts), sum(by[p].active for p in parts)
 
-def format_param_table(table: list) -> str:
+def format_param_table(table: list) -> str:  # from `param_table`
     "The table as aligned text, in billions (B) or millions (M), with the whole model's sums."
     def n(x): return f'{x / 1e9:8.3f} B' if x >= 1e9 else f'{x / 1e6:8.2f} M'
     lines = [f'{"part":<24}{"total":>12}{"trainable":>12}{"active/token":>14}']
