@@ -99,14 +99,30 @@ def cmd_preview(args):
     for p in preview_data(args.out, args.image_size, args.n, args.seed, args.cifar10, args.imagenet64): print(f'wrote {p}')
 
 # %% ../nbs/90_cli.ipynb #59f36992
+def _train_distributed(args):
+    "`rf-ref train` on one rank of a torchrun launch, or in one process with --distributed (see the launch notebook)."
+    from rf_ref.launch import train_distributed
+    from rf_ref.train import plot_history
+    cfg = None if args.resume else get_config(args.preset or 'shapes-tiny', args.overrides)
+    out = args.out or (None if args.resume else writable(cfg.train.out_dir, '--out', folder=True))
+    run = train_distributed(cfg, out, args.resume, args.steps, args.device, args.ac or 'none', args.replicas or 1,
+                            num_workers=args.workers, export=not args.no_export)
+    if not run: return   # ranks other than 0: rank 0 reports
+    plot_history(run['history'], title=run['cfg'].name).savefig(os.path.join(run['run'], 'losses.png'), dpi=120)
+    export = f"{run['export']} (sample with rf-ref sample --ckpt {run['export']}), " if run['export'] else ''
+    print(f"wrote {run['ckpt']} (sharded; continue with --resume {run['run']}), {export}metrics.jsonl and losses.png in {run['run']}")
+
 def cmd_train(args):
-    "Train a preset (or resume a run) to the end of its stages."
-    from rf_ref.train import Trainer, resume, fit, plot_history
+    "Train a preset (or resume a run) to the end of its stages; under torchrun or with --distributed, sharded over the ranks."
+    from rf_ref.launch import launched, sharded_run
     if args.out: writable(args.out, '--out', folder=True)
-    if args.resume:
-        if args.overrides or args.preset:
-            raise ValueError("a resumed run keeps its checkpoint's config: drop --preset and the overrides, or start a new run")
-        tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers)
+    if args.resume and (args.overrides or args.preset):
+        raise ValueError("a resumed run keeps its checkpoint's config: drop --preset and the overrides, or start a new run")
+    if args.distributed or launched() or (args.resume and sharded_run(args.resume)): return _train_distributed(args)
+    if args.ac or args.replicas or args.no_export:
+        raise ValueError('--ac, --replicas and --no-export are for distributed training: launch with torchrun, or add --distributed')
+    from rf_ref.train import Trainer, resume, fit, plot_history
+    if args.resume: tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers)
     else:
         cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
         tr = Trainer(cfg, writable(args.out or cfg.train.out_dir, '--out', folder=True), args.device, num_workers=args.workers)
@@ -267,13 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--n', type=positive, default=16); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cifar10', default='', help='local CIFAR-10 root to include'); p.add_argument('--imagenet64', default='', help='local ImageNet-64 folder to include')
     p.set_defaults(fn=cmd_preview)
-    p = sub.add_parser('train', help='train a preset, or resume a run')
+    p = sub.add_parser('train', help='train a preset, or resume a run (under torchrun: sharded over the ranks)')
     p.add_argument('--preset', default=None, help=f'one of: {", ".join(PRESETS)} (default shapes-tiny)')
     p.add_argument('--out', default='', help='run folder (default: train.out_dir of the preset; with --resume, the resumed run\'s)')
     p.add_argument('--resume', default='', help='run to continue from its newest intact checkpoint: the run folder, its ckpt/, or one checkpoint')
     p.add_argument('--steps', type=positive, default=None, help='train this many steps (default: to the end of the stages)')
-    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present)')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present; under torchrun each '
+                   'rank takes cuda:LOCAL_RANK)')
     p.add_argument('--workers', type=at_least(0), default=0, help='data loader workers')
+    p.add_argument('--distributed', action='store_true', help='train sharded with FSDP2 even in one process (under torchrun '
+                   'this is the path taken; a run with sharded checkpoints resumes on it too)')
+    p.add_argument('--ac', choices=('none', 'full', 'selective'), default=None,
+                   help='distributed: activation checkpointing of each block (default none; the paper preset needs full)')
+    p.add_argument('--replicas', type=positive, default=None, help='distributed: HSDP, R replicas each sharded over world / R '
+                   'ranks, e.g. one per node (default 1: full sharding)')
+    p.add_argument('--no-export', action='store_true', help='distributed: skip writing <run>/export, the whole weights for '
+                   'sampling, at the end (at the paper\'s size, export later on a machine with the memory)')
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser('pretrain-encoder', help='stage 0 at toy scale: pretrain the small encoder on Shapes')
@@ -363,4 +388,8 @@ def main(argv=None):
         if debug: raise
         msg = ' '.join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
         if not isinstance(e, _KNOWN): msg = f'{type(e).__name__}: {msg} (an internal error: rerun with --debug and report the traceback)'
-        print(f'rf-ref {command}: error: {msg}', file=sys.stderr); sys.exit(2 if isinstance(e, _KNOWN) else 1)
+        if os.environ.get('RANK', '0') == '0': print(f'rf-ref {command}: error: {msg}', file=sys.stderr)  # torchrun: one line, not one per rank
+        sys.exit(2 if isinstance(e, _KNOWN) else 1)
+
+# %% ../nbs/90_cli.ipynb #d1a7c0e4
+if __name__ == '__main__': main()   # `python -m rf_ref.cli ...`, which is how torchrun starts every rank

@@ -22,8 +22,8 @@ from .plan import plan, count_params
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'StepBatchSampler', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory',
-           'check_memory', 'compile_backbone', 'Trainer', 'Divergence', 'train_step', 'save', 'resume', 'fit',
-           'stages_like_paper', 'read_metrics', 'plot_history']
+           'check_memory', 'compile_backbone', 'Trainer', 'Divergence', 'nonfinite_term', 'train_step', 'save',
+           'resume', 'fit', 'stages_like_paper', 'read_metrics', 'plot_history']
 
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -244,7 +244,7 @@ class Trainer:
 class Divergence(FloatingPointError):
     "A non-finite loss or gradient norm, more times than `train.max_bad_steps` allows."
 
-def _nonfinite(out: dict) -> str:
+def nonfinite_term(out: dict) -> str:  # a step's loss terms (tensors), or {'grad_norm': ...}
     "The first loss term of `out` that is NaN or inf ('' if none), the terms before their sum."
     for k in sorted(out, key=lambda k: k == 'loss'):
         v = out[k]
@@ -263,12 +263,12 @@ def train_step(tr: Trainer,       # its model, EMA, optimizer and step advance
     batches = {k: v.to(tr.device) if v is not None else None for k, v in batches.items()}
     with _autocast(c, tr.device): out = m(batches, train=True)
     tr.opt.zero_grad(set_to_none=True)
-    bad = _nonfinite(out)
+    bad = nonfinite_term(out)
     if not bad:
         out['loss'].backward()
         params = [p for p in m.parameters() if p.grad is not None]
         out['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, c.train.grad_clip)
-        bad = _nonfinite({'grad_norm': out['grad_norm']})
+        bad = nonfinite_term({'grad_norm': out['grad_norm']})
     if bad:
         tr.opt.zero_grad(set_to_none=True); tr.skipped += 1
         what = f"{'the gradient norm' if bad == 'grad_norm' else f'the loss term {bad}'} is {float(out[bad].detach().float().sum())}"

@@ -1,0 +1,130 @@
+"""`rf-ref train` under `torchrun --nproc-per-node 2` on CPU (gloo): five steps on two ranks give the losses of the same
+distributed path in one process on the same global batches; a run whose processes are SIGKILLed inside a save resumes
+on one process (resharded) to the losses of the uninterrupted run; the export loads with `load_model` and samples; and
+packed rows (rf_ref.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does."""
+import json, os, signal, socket, subprocess, sys
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+# float32 so two ranks can equal one process to rounding; dense pools; 2 generation + 2 understanding rows per step
+TINY = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'train.batch_size=4', 'data.understanding_fraction=0.5',
+        'data.n_train=64', 'train.stages.0.steps=5', 'train.warmup_steps=2', 'train.log_every=1', 'train.ckpt_every=2',
+        'train.keep_last=2', 'train.precision=fp32']
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
+TERMS = ('loss', 'lm', 'rep', 'fm', 'vq_usage')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def torchrun(args, ranks=2, kill_at=''):
+    "`rf-ref train` on `ranks` processes started by torchrun (as a user types it, with `-m rf_ref.cli`)."
+    env = {**ENV, 'RF_REF_KILL_AT': kill_at} if kill_at else ENV
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', str(ranks),   # a free port of its own
+           '-m', 'rf_ref.cli', 'train', '--device', 'cpu', *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def one_process(args):
+    "`rf-ref train` without torchrun."
+    return subprocess.run([sys.executable, '-m', 'rf_ref.cli', 'train', '--device', 'cpu', *args], capture_output=True,
+                          text=True, env=ENV)
+
+
+def records(run) -> list:
+    recs = [json.loads(l) for l in open(run / 'metrics.jsonl')]
+    assert [r['step'] for r in recs] == list(range(1, len(recs) + 1)), [r['step'] for r in recs]
+    return recs
+
+
+def assert_same_losses(ours, theirs, tol=1e-5):
+    assert len(ours) == len(theirs), (len(ours), len(theirs))
+    for a, b in zip(ours, theirs):
+        for k in TERMS: assert abs(a[k] - b[k]) <= tol, (k, a, b)
+        assert abs(a['grad_norm'] / b['grad_norm'] - 1) <= tol, (a['grad_norm'], b['grad_norm'])
+
+
+@pytest.fixture(scope='module')
+def two_ranks(tmp_path_factory):
+    "An uninterrupted run of five steps on two ranks."
+    run = tmp_path_factory.mktemp('torchrun') / 'two'
+    r = torchrun(['--out', str(run), *TINY]); assert r.returncode == 0, r.stderr[-3000:]
+    assert f'wrote {run}/ckpt/step-00000005 (sharded' in r.stdout and f'{run}/export' in r.stdout, r.stdout
+    return run
+
+
+def test_two_ranks_equal_one_process_and_export_samples(two_ranks, tmp_path):
+    from rf_ref.checkpoint import load_model
+    r = one_process(['--distributed', '--out', str(tmp_path / 'one'), *TINY]); assert r.returncode == 0, r.stderr[-3000:]
+    two, one = records(two_ranks), records(tmp_path / 'one')
+    assert len(two) == 5
+    assert_same_losses(two, one)
+    assert sorted(os.listdir(two_ranks / 'ckpt')) == ['latest', 'step-00000004', 'step-00000005']   # keep_last=2
+    model = load_model(str(two_ranks / 'export'), device='cpu')
+    out = model.generate(['a red circle'], generator=torch.Generator().manual_seed(0))
+    assert out['images'].shape == (1, 3, 32, 32) and torch.isfinite(out['images']).all()
+
+
+def test_killed_in_a_save_then_resumed_on_one_process(two_ranks, tmp_path):
+    run = tmp_path / 'run'
+    # both ranks SIGKILLed after writing their shards of step 4, before the folder is renamed into place
+    r = torchrun(['--out', str(run), *TINY], kill_at='step-00000004/saved')
+    assert r.returncode != 0 and 'SIGKILL' in r.stderr, (r.returncode, r.stderr[-3000:])
+    assert sorted(os.listdir(run / 'ckpt')) == ['.step-00000004.tmp', 'latest', 'step-00000002'], os.listdir(run / 'ckpt')
+    assert [x['step'] for x in records(run)] == [1, 2, 3, 4]         # logged, then lost with the save
+    # resumed without torchrun: the sharded checkpoint of two ranks is read by one
+    r = one_process(['--resume', str(run)]); assert r.returncode == 0, r.stderr[-3000:]
+    assert 'on 1 rank(s)' in r.stdout and 'from step 2' in r.stdout, r.stdout
+    assert_same_losses(records(run), records(two_ranks))
+    assert sorted(os.listdir(run / 'ckpt')) == ['latest', 'step-00000004', 'step-00000005']   # the dead save cleared
+
+
+def _packed_worker(rank: int, world: int, port: int):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        import copy
+        from rf_ref.config import get_config
+        from rf_ref.data import load_tokenizer
+        from rf_ref.launch import sharded_packed_losses
+        from rf_ref.model import RFModel
+        from rf_ref.packing import document_noise, generation_document, pack, packed_losses, text_document, understanding_document
+        from rf_ref.parallel import parallelize
+        from rf_ref.shapes import Shapes
+        cfg = get_config('shapes-tiny', TINY[:3])
+        tok = load_tokenizer(cfg.data.tokenizer)
+        # each rank its own documents, of several sizes and kinds
+        scenes = {s: Shapes(8, image_size=s, seed=10 + rank) for s in (32, 48, 64)}
+        docs = [generation_document(cfg, tok, scenes[32][0].caption, scenes[32][0].image),
+                generation_document(cfg, tok, scenes[64][1].caption, scenes[64][1].image),
+                understanding_document(cfg, tok, scenes[48][2].image, *scenes[48][2].qa[0][:2]),
+                text_document(cfg, tok, ' and '.join(scenes[32][k].caption for k in range(2 + rank)))]
+        if rank: docs.append(generation_document(cfg, tok, scenes[48][3].caption, scenes[48][3].image))
+        packed = pack(cfg, docs, 224)
+        torch.manual_seed(0); plain = RFModel(cfg); torch.nn.init.normal_(plain.pix_head.weight, std=0.02)
+        sharded = parallelize(copy.deepcopy(plain), param_dtype=torch.float32)
+        noise = document_noise(plain, docs, generator=torch.Generator().manual_seed(rank))
+        got, want = sharded_packed_losses(sharded, packed, noise), packed_losses(plain, packed, noise)
+        got['loss'].backward(); want['loss'].backward()
+        assert torch.isfinite(got['loss']) and abs(got['loss'].item() - want['loss'].item()) <= 1e-5, (got['loss'], want['loss'])
+        # FSDP2 averages the ranks' gradients: the mean of the unsharded model's gradients on each rank's rows
+        for n, p in plain.named_parameters():
+            if p.grad is None: p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad); p.grad /= world
+        grads = {n: p.grad.full_tensor() for n, p in sharded.named_parameters() if p.grad is not None}
+        assert len(grads) > 50 and 'backbone.blocks.0.attention.qkv.weight' in grads, len(grads)
+        worst = max(float((g - plain.get_parameter(n).grad).abs().max()) for n, g in grads.items())
+        assert worst <= 1e-5, worst
+        print(f'rank {rank}: {len(docs)} documents in {len(packed)} rows, loss {got["loss"].item():.6f} '
+              f'({abs(got["loss"].item() - want["loss"].item()):.1e} from unsharded), gradients within {worst:.1e}')
+    finally:
+        dist.destroy_process_group()
+
+
+def test_packed_rows_under_fsdp_on_two_ranks():
+    mp.spawn(_packed_worker, args=(2, _free_port()), nprocs=2)
