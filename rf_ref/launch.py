@@ -22,13 +22,12 @@ from .packing import Packed, packed_losses
 from .parallel import global_losses, make_mesh, materialize_parallel, parallelize, split_batches, world_info
 from .plan import plan
 from .scale import build_model
-from .train import (Divergence, Trainer, nonfinite_term, apply_stage, device_memory, ema_decay_at, lr_at, make_optimizer,
-                          stage_at, total_steps)
+from .train import Divergence, Trainer, device_memory, make_optimizer, total_steps, train_step
 
 # %% auto #0
 __all__ = ['launched', 'init_distributed', 'compute_dtype', 'load_stage0', 'check_parallel_memory', 'build_parallel',
-           'ParallelTrainer', 'parallel_step', 'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run',
-           'train_distributed', 'sharded_packed_losses']
+           'ParallelTrainer', 'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run', 'train_distributed',
+           'sharded_packed_losses']
 
 # %% ../nbs/84_launch.ipynb #6998faf8
 def launched() -> bool:
@@ -144,39 +143,10 @@ class ParallelTrainer(Trainer):
         self.model, self.ema = build_parallel(cfg, self.device, mesh, ac, meta, init)
         self.opt = make_optimizer(self.model, cfg)
 
-# %% ../nbs/84_launch.ipynb #1d0ec155
-def parallel_step(tr: ParallelTrainer,  # its model, EMA, optimizer and step advance
-                  batches: dict,        # the step's global batch: one item of `tr.batches`
-                 ) -> dict:             # the step's record, the same on every rank
-    "`train_step` on this rank's rows of the global batch, with losses over all ranks (see above)."
-    c, m = tr.cfg, tr.model
-    _, stage, _ = stage_at(c, tr.step)
-    apply_stage(m, stage)
-    lr = lr_at(c, tr.step)
-    for g in tr.opt.param_groups: g['lr'] = lr * g['lr_mult']
-    mine = {k: None if b is None else b.to(tr.device) for k, b in split_batches(batches, tr.rank, tr.world).items()}
-    out = global_losses(m, mine, train=True, seed=c.train.seed, step=tr.step)
-    tr.opt.zero_grad(set_to_none=True)
-    bad = nonfinite_term(out)
-    if not bad:
-        out['loss'].backward()
-        norm = torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], c.train.grad_clip)
-        out['grad_norm'] = norm.full_tensor() if isinstance(norm, DTensor) else norm
-        bad = nonfinite_term({'grad_norm': out['grad_norm']})
-    if bad:
-        tr.opt.zero_grad(set_to_none=True); tr.skipped += 1
-        what = f"{'the gradient norm' if bad == 'grad_norm' else f'the loss term {bad}'} is {float(out[bad].detach().float().sum())}"
-        if tr.skipped > c.train.max_bad_steps:
-            raise Divergence(f'step {tr.step + 1}: {what}, {tr.skipped} non-finite step(s) with train.max_bad_steps='
-                             f'{c.train.max_bad_steps}; training stopped on every rank and no checkpoint was written after '
-                             f'it. Lower the learning rate (now {stage.lr:g}), or raise train.max_bad_steps')
-        tr.step += 1
-        return {'step': tr.step, 'stage': stage.name, 'lr': lr, 'skipped': what}
-    tr.opt.step()
-    tr.ema.update(m, ema_decay_at(c, tr.step))
-    m.target_encoder.update(m.encoder, c.encoder.ema_decay)
-    tr.step += 1
-    return {'step': tr.step, 'stage': stage.name, 'lr': lr, **{k: float(v.detach()) for k, v in out.items()}}
+    def losses(self, batches: dict) -> dict:  # the step's global batch: one item of `batches`
+        "This rank's rows through `global_losses`, means over every rank's rows; `train.train_step` calls it."
+        mine = {k: None if b is None else b.to(self.device) for k, b in split_batches(batches, self.rank, self.world).items()}
+        return global_losses(self.model, mine, train=True, seed=self.cfg.train.seed, step=self.step)
 
 # %% ../nbs/84_launch.ipynb #851332a7
 def _local(t: torch.Tensor) -> torch.Tensor: return t.to_local() if isinstance(t, DTensor) else t
@@ -227,7 +197,7 @@ def parallel_fit(tr: ParallelTrainer,         # the run; it continues from `tr.s
     t0, seen = time.perf_counter(), 0
     try:
         for batches in tr.batches(tr.step):
-            rec = parallel_step(tr, batches)
+            rec = train_step(tr, batches)
             seen += sum(len(b) for b in batches.values() if b is not None)
             bar.update(1)
             if 'skipped' in rec or tr.step % log_every == 0 or tr.step == end:

@@ -221,6 +221,11 @@ class Trainer:
         if cfg.train.compile: compile_backbone(self.model)   # after the EMA copy: sampling stays eager
         self.step, self.num_workers, self.history, self.skipped = 0, num_workers, [], 0
 
+    def losses(self, batches: dict) -> dict:  # one item of `batches`
+        "The step's losses (`model(batches)`) on this process's device; `launch.ParallelTrainer` takes its rows of them."
+        batches = {k: v.to(self.device) if v is not None else None for k, v in batches.items()}
+        with _autocast(self.cfg, self.device): return self.model(batches, train=True)
+
     def batches(self, start: int):  # the first step to yield the batch of
         "{'generation': Batch | None, 'understanding': Batch | None} for steps start, start + 1, ..."
         c = self.cfg
@@ -260,21 +265,20 @@ def train_step(tr: Trainer,       # its model, EMA, optimizer and step advance
     apply_stage(m, stage)
     lr = lr_at(c, tr.step)
     for g in tr.opt.param_groups: g['lr'] = lr * g['lr_mult']
-    batches = {k: v.to(tr.device) if v is not None else None for k, v in batches.items()}
-    with _autocast(c, tr.device): out = m(batches, train=True)
+    out = tr.losses(batches)
     tr.opt.zero_grad(set_to_none=True)
     bad = nonfinite_term(out)
     if not bad:
         out['loss'].backward()
-        params = [p for p in m.parameters() if p.grad is not None]
-        out['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, c.train.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], c.train.grad_clip)
+        out['grad_norm'] = norm.full_tensor() if hasattr(norm, 'full_tensor') else norm   # a DTensor under FSDP2
         bad = nonfinite_term({'grad_norm': out['grad_norm']})
     if bad:
         tr.opt.zero_grad(set_to_none=True); tr.skipped += 1
         what = f"{'the gradient norm' if bad == 'grad_norm' else f'the loss term {bad}'} is {float(out[bad].detach().float().sum())}"
         if tr.skipped > c.train.max_bad_steps:
             raise Divergence(f'step {tr.step + 1}: {what}, {tr.skipped} non-finite step(s) with train.max_bad_steps='
-                             f'{c.train.max_bad_steps}; training stopped and no checkpoint was written after it. Lower the '
+                             f'{c.train.max_bad_steps}; training stopped (on every rank) and no checkpoint was written after it. Lower the '
                              f'learning rate (now {stage.lr:g}), or raise train.max_bad_steps to skip isolated bad batches')
         tr.step += 1
         return {'step': tr.step, 'stage': stage.name, 'lr': lr, 'skipped': what}
