@@ -4,11 +4,13 @@
 
 # %% ../nbs/05_presets.ipynb #p0a1b2c5
 from __future__ import annotations
+from dataclasses import replace
 from .config import (Config, DataConfig, EncoderConfig, VQConfig, MoTConfig, ModelConfig, FlowConfig, SampleConfig,
                            StageConfig, TrainConfig, get_config, validate)
 
 # %% auto #0
-__all__ = ['PRESETS', 'register', 'shapes_tiny', 'shapes_small', 'cifar10', 'imagenet64', 'paper']
+__all__ = ['PRESETS', 'register', 'shapes_tiny', 'shapes_small', 'digits', 'cifar10', 'imagenet64', 'cifar10_tiny',
+           'imagenet64_tiny', 'paper']
 
 # %% ../nbs/05_presets.ipynb #2b9d201c
 PRESETS: dict = {}
@@ -44,9 +46,41 @@ def shapes_small() -> Config:
                   train=TrainConfig(batch_size=128, warmup_steps=500, ema_decay=0.9995, precision='auto',
                                     stages=(StageConfig('joint', steps=20_000, lr=5e-4),)))
 
+# %% ../nbs/05_presets.ipynb #a15b563f
+@register('digits')
+def digits() -> Config:
+    # Real handwritten digits on a CPU, offline: scikit-learn's 1,437 training digits (8x8, upsampled to 32 px),
+    # captions "a handwritten 7", class-conditional RF against pixel-only (`model.rf=false`), scored by the shipped
+    # digit classifier (`rf_ref.digits`: accuracy of the captioned digit, FID of its features; RESULTS.md "Digits").
+    # The model and recipe are shapes-tiny's, whose learning curve chose them: 32 px keeps its 4x4 R grid over the
+    # 4x4 grid of 8x8 pixel patches (16 px would leave a 2x2 R grid). Byte tokens: the Shapes word list has no digits,
+    # and "a handwritten 7" is 15 bytes. The encoder starts from random weights, or from a self-supervised
+    # stage 0 on the digits themselves (`rf_ref.ssl.pretrain_ssl`: encoder.pretrained=<its file>).
+    # 1,334 steps of 24 generation examples = 32k examples, ~22 passes over the training split: 0.39 s a step (RF) and
+    # 0.27 s (pixel-only) with OMP_NUM_THREADS=1, so about 9 and 6 minutes on an idle core (15-20 on a shared 2-core CPU).
+    # Sampling keeps the paper's guidance (w_rep=2, w_pix=3): at 32k examples it draws every digit legibly (the
+    # classifier reads 100%) but close to one prototype per class, which FID punishes; sample.w_pix=1 trades a little
+    # accuracy for variety (RESULTS.md, "Digits").
+    #   rf-ref train --preset digits --out runs/digits            (pixel-only: add model.rf=false)
+    #   python benchmarks/digits_curve.py train --name rf         (the learning curve, RESULTS.md)
+    return Config(name='digits', data=DataConfig(dataset='digits', tokenizer='bytes', max_text_len=20),
+                  flow=FlowConfig(patch_size=8, t_mean=0.0, t_std=1.0),
+                  train=TrainConfig(stages=(StageConfig('joint', steps=1_334, lr=3e-4),)))
+
 # %% ../nbs/05_presets.ipynb #0ba6b612
 @register('cifar10')
 def cifar10() -> Config:
+    # 32 px CIFAR-10 from a local copy (data.root; rf_ref.images.CIFAR10 gives the download), captions "a photo of a cat",
+    # and the question "what is in this photo?" for the understanding quarter of each batch. ~109M parameters.
+    # Stage 0 (self-supervised; the encoder otherwise starts random), then training:
+    #   python -c "from rf_ref.config import get_config; from rf_ref.ssl import pretrain_ssl; pretrain_ssl(get_config('cifar10'), steps=20_000, batch_size=256, out='runs/cifar10-ssl.safetensors')"
+    #   rf-ref train --preset cifar10 --out runs/cifar10 data.root=data/cifar10 encoder.pretrained=runs/cifar10-ssl.safetensors
+    # Memory and time on one GPU, the planner's estimate (not a measurement):
+    #   rf-ref plan --preset cifar10 --gpus 1 --tokens 22272 --generation 0.914 --understanding 0.086 --text 0 train.stages.0.steps=1000
+    # 22,272 tokens a step (192 generation sequences of 106 tokens, 64 understanding ones of 30): 8.5 GB without
+    # activation checkpointing, 3.0 GB with; 13 s per 1k steps at the planner's 40% MFU of an H100 (989 bf16 TFLOPS),
+    # 54 s at 10% (a small model is nearer this), so the 100k steps take 0.4-1.5 hours.
+    # FID: nbs/03_images.ipynb, "Training on the real data" (Inception weights, the reference FIDs to compare with).
     return Config(name='cifar10', data=DataConfig(dataset='cifar10', root='data/cifar10', max_text_len=24),
                   encoder=EncoderConfig(width=256, depth=8, heads=8, mlp_hidden=683),
                   vq=VQConfig(codebook_size=1024, momentum=0.999),
@@ -56,12 +90,40 @@ def cifar10() -> Config:
 
 @register('imagenet64')
 def imagenet64() -> Config:
+    # Downsampled ImageNet 64x64 from its npz files in data.root (with the devkit's map_clsloc.txt for class-name captions).
+    # ~303M parameters. Stage 0 and training as for cifar10:
+    #   rf-ref train --preset imagenet64 --out runs/imagenet64 data.root=data/imagenet64 encoder.pretrained=<stage-0 file>
+    # The planner's estimate for one GPU:
+    #   rf-ref plan --preset imagenet64 --gpus 1 --tokens 72960 --generation 0.932 --understanding 0.068 --text 0 train.stages.0.steps=1000
+    # 72,960 tokens a step (192 x 354 + 64 x 78): 45.1 GB without activation checkpointing (fits an 80 GB GPU), 10.3 GB
+    # with; 124 s per 1k steps at 40% MFU of an H100, 497 s at 10%: the 200k steps take 7-28 hours.
     return Config(name='imagenet64', data=DataConfig(dataset='imagenet64', image_size=64, root='data/imagenet64', max_text_len=32),
                   encoder=EncoderConfig(width=384, depth=12, heads=6, mlp_hidden=1024),
                   vq=VQConfig(codebook_size=4096, momentum=0.999),
                   mot=MoTConfig(width=768, depth=16, heads=12, kv_heads=4, head_dim=64, ffn_hidden=2048),
                   train=TrainConfig(batch_size=256, warmup_steps=2_000, ema_decay=0.9999,
                                     stages=(StageConfig('joint', steps=200_000, lr=2e-4),)))
+
+# %% ../nbs/05_presets.ipynb #88b43e99
+def _tiny(cfg: Config, name: str, flow_patch: int, enc_patch: int) -> Config:
+    "A preset's data, captions and sizes with a model small enough for a test on a CPU (~0.3M parameters)."
+    return replace(cfg, name=name, encoder=EncoderConfig(patch_size=enc_patch, width=32, depth=1, heads=2, mlp_hidden=64),
+                   vq=VQConfig(codebook_size=32), flow=replace(cfg.flow, patch_size=flow_patch),
+                   mot=MoTConfig(width=64, depth=2, heads=2, kv_heads=1, head_dim=32, ffn_hidden=128),
+                   sample=SampleConfig(steps=4), train=TrainConfig(batch_size=8, warmup_steps=2, log_every=2, ckpt_every=1_000,
+                                                                     stages=(StageConfig('joint', steps=4, lr=1e-3),)))
+
+@register('cifar10-tiny')
+def cifar10_tiny() -> Config:
+    # The smoke test of the CIFAR-10 path (tests/test_natural_images.py): cifar10's data, captions and 32 px with a tiny
+    # model; 4 steps on the release-format fixture, 4-step sampling. Also a first check of a real copy:
+    #   rf-ref train --preset cifar10-tiny data.root=data/cifar10
+    return _tiny(cifar10(), 'cifar10-tiny', flow_patch=8, enc_patch=4)
+
+@register('imagenet64-tiny')
+def imagenet64_tiny() -> Config:
+    # The same for ImageNet-64 at 64 px: 8x8 P grid, 4x4 R grid (8 px encoder patches, 2x2 pooling).
+    return _tiny(imagenet64(), 'imagenet64-tiny', flow_patch=8, enc_patch=8)
 
 # %% ../nbs/05_presets.ipynb #09c7eb04
 @register('paper')
