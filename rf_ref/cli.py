@@ -11,9 +11,9 @@ from .presets import PRESETS
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'gpu_counts', 'cmd_plan',
-           'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_autoencoder',
-           'check_prompts', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate', 'cmd_demo', 'build_parser',
-           'main']
+           'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
+           'cmd_pretrain_autoencoder', 'check_prompts', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate',
+           'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -138,6 +138,23 @@ def cmd_pretrain_encoder(args):
     cfg = get_config(args.preset, args.overrides)
     res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
     print(f"patch accuracy {res['patch_accuracy']:.4f} after {args.steps} steps; wrote {args.out}")
+
+def cmd_pretrain_ssl(args):
+    "Stage 0 without labels on any image set: self-distillation of the preset's encoder (see the ssl notebook)."
+    from rf_ref.ssl import pretrain_ssl, linear_probe
+    from rf_ref.data import build_dataset
+    writable(args.out, '--out')
+    cfg = get_config(args.preset, args.overrides)
+    test = build_dataset(cfg.data, 'test') if args.probe else None   # checked before any training
+    if test is not None and not (len(test) and isinstance(test[0], dict) and 'label' in test[0]):
+        raise ValueError(f'--probe needs labelled images (digits, cifar10, imagenet64); data.dataset={cfg.data.dataset!r} has no '
+                         'labels: drop --probe')
+    res = pretrain_ssl(cfg, args.steps, args.batch_size, args.lr, out=args.out, seed=args.seed, device=args.device)
+    line = f"self-distillation loss {res['losses'][-1]:.4f} after {res['steps']} steps ({res['seconds']:.0f} s); wrote {args.out}"
+    if args.probe:
+        acc = linear_probe(res['encoder'], build_dataset(cfg.data, 'train'), test, n_train=args.probe)
+        line += f"; linear probe on {args.probe} labelled training images: test accuracy {acc:.4f}"
+    print(line)
 
 def cmd_pretrain_autoencoder(args):
     "Stage 0 for the latent-space rows: train the small VAE on Shapes, report its reconstruction."
@@ -307,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_pretrain_encoder)
+    p = sub.add_parser('pretrain-ssl', help='stage 0 without labels on any image set: DINO-style self-distillation of the encoder')
+    p.add_argument('--preset', default='digits', help=f'one of: {", ".join(PRESETS)}'); p.add_argument('--out', required=True)
+    p.add_argument('--steps', type=positive, default=500); p.add_argument('--batch-size', type=positive, default=32)
+    p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--probe', type=at_least(0), default=0, metavar='N',
+                   help='then score a linear probe trained on N labelled images (digits, cifar10, imagenet64); 0: skip')
+    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
+    p.set_defaults(fn=cmd_pretrain_ssl)
     p = sub.add_parser('pretrain-autoencoder', help='stage 0 for latent space: train the small VAE on Shapes')
     p.add_argument('--out', required=True); p.add_argument('--steps', type=positive, default=3000)
     p.add_argument('--batch-size', type=positive, default=64); p.add_argument('--lr', type=positive_float, default=1e-3)

@@ -55,7 +55,7 @@ def digits() -> Config:
     # The model and recipe are shapes-tiny's, whose learning curve chose them: 32 px keeps its 4x4 R grid over the
     # 4x4 grid of 8x8 pixel patches (16 px would leave a 2x2 R grid). Byte tokens: the Shapes word list has no digits,
     # and "a handwritten 7" is 15 bytes. The encoder starts from random weights, or from a self-supervised
-    # stage 0 on the digits themselves (`rf_ref.ssl.pretrain_ssl`: encoder.pretrained=<its file>).
+    # stage 0 on the digits themselves (`rf-ref pretrain-ssl --preset digits --out FILE`, then encoder.pretrained=FILE).
     # 1,334 steps of 24 generation examples = 32k examples, ~22 passes over the training split: 0.39 s a step (RF) and
     # 0.27 s (pixel-only) with OMP_NUM_THREADS=1, so about 9 and 6 minutes on an idle core (15-20 on a shared 2-core CPU).
     # Sampling keeps the paper's guidance (w_rep=2, w_pix=3): at 32k examples it draws every digit legibly (the
@@ -73,7 +73,7 @@ def cifar10() -> Config:
     # 32 px CIFAR-10 from a local copy (data.root; rf_ref.images.CIFAR10 gives the download), captions "a photo of a cat",
     # and the question "what is in this photo?" for the understanding quarter of each batch. ~109M parameters.
     # Stage 0 (self-supervised; the encoder otherwise starts random), then training:
-    #   python -c "from rf_ref.config import get_config; from rf_ref.ssl import pretrain_ssl; pretrain_ssl(get_config('cifar10'), steps=20_000, batch_size=256, out='runs/cifar10-ssl.safetensors')"
+    #   rf-ref pretrain-ssl --preset cifar10 --steps 20000 --batch-size 256 --out runs/cifar10-ssl.safetensors
     #   rf-ref train --preset cifar10 --out runs/cifar10 data.root=data/cifar10 encoder.pretrained=runs/cifar10-ssl.safetensors
     # Memory and time on one GPU, the planner's estimate (not a measurement):
     #   rf-ref plan --preset cifar10 --gpus 1 --tokens 22272 --generation 0.914 --understanding 0.086 --text 0 train.stages.0.steps=1000
