@@ -11,9 +11,9 @@ from .presets import PRESETS
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'gpu_counts', 'cmd_plan',
-           'preview_data', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
-           'cmd_pretrain_autoencoder', 'check_prompts', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate',
-           'cmd_demo', 'build_parser', 'main']
+           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl', 'cmd_pretrain_autoencoder',
+           'check_prompts', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate', 'cmd_demo', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -74,27 +74,8 @@ def cmd_plan(args):
     print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
 
 # %% ../nbs/90_cli.ipynb #ea840350
-def preview_data(out: str, image_size: int = 32, n: int = 16, seed: int = 0, root_cifar10: str = '', root_imagenet64: str = '') -> list:
-    "Save captioned grids of the data sets that are available offline to `out`; return the paths written."
-    import matplotlib; matplotlib.use('Agg')
-    import torch
-    from rf_ref.shapes import Shapes, show_grid
-    from rf_ref.data import Digits, CIFAR10, ImageNet64
-    sets = {'shapes': Shapes(n, 'train', image_size, seed), 'shapes-heldout': Shapes(n, 'heldout', image_size, seed),
-            'digits': Digits('train', image_size, seed)}
-    if root_cifar10: sets['cifar10'] = CIFAR10(root_cifar10)
-    if root_imagenet64: sets['imagenet64'] = ImageNet64(root_imagenet64)
-    os.makedirs(out, exist_ok=True); paths = []   # only once every data set has loaded
-    for name, ds in sets.items():
-        items = [ds[i] for i in range(min(n, len(ds)))]
-        img = torch.stack([it.image if hasattr(it, 'image') else it['image'] for it in items])
-        cap = [it.caption if hasattr(it, 'caption') else it['caption'] for it in items]
-        fig = show_grid(img, cap, title=name); path = os.path.join(out, f'preview_{name}.png')
-        fig.savefig(path, dpi=120); paths.append(path)
-        import matplotlib.pyplot as plt; plt.close(fig)
-    return paths
-
 def cmd_preview(args):
+    from rf_ref.images import preview_data
     writable(args.out, '--out', folder=True)
     for p in preview_data(args.out, args.image_size, args.n, args.seed, args.cifar10, args.imagenet64): print(f'wrote {p}')
 

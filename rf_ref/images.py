@@ -13,7 +13,7 @@ from .shapes import to_tensor, article
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_HELP', 'PHOTO_QUESTION', 'IMAGENET64_HELP', 'digit_caption', 'digit_of_caption', 'Digits',
            'photo_caption', 'CIFAR10', 'write_cifar10_fixture', 'read_class_names', 'ImageNet64',
-           'write_imagenet64_fixture']
+           'write_imagenet64_fixture', 'preview_data']
 
 # %% ../nbs/03_images.ipynb #23c1ee61
 def digit_caption(label: int) -> str:
@@ -173,3 +173,29 @@ def write_imagenet64_fixture(root: str,             # the npz files (and map_cls
     if class_names:
         with open(os.path.join(root, 'map_clsloc.txt'), 'w') as f: f.writelines(f'n{k:08d} {k} object_{k}\n' for k in range(1, 1001))
     return root
+
+# %% ../nbs/03_images.ipynb #i3pv0002
+def preview_data(out: str,                 # folder for the PNGs
+                 image_size: int = 32,     # pixels per side of Shapes and digits
+                 n: int = 16,              # images per grid
+                 seed: int = 0,            # which scenes
+                 root_cifar10: str = '',   # a local CIFAR-10 folder to include ('' skips)
+                 root_imagenet64: str = '' # a local ImageNet-64 folder to include ('' skips)
+                ) -> list:                 # the paths written
+    "Save captioned grids of the data sets that are available offline to `out`; return the paths written."
+    import matplotlib; matplotlib.use('Agg')
+    import torch
+    from rf_ref.shapes import Shapes, show_grid
+    sets = {'shapes': Shapes(n, 'train', image_size, seed), 'shapes-heldout': Shapes(n, 'heldout', image_size, seed),
+            'digits': Digits('train', image_size, seed)}
+    if root_cifar10: sets['cifar10'] = CIFAR10(root_cifar10)
+    if root_imagenet64: sets['imagenet64'] = ImageNet64(root_imagenet64)
+    os.makedirs(out, exist_ok=True); paths = []   # only once every data set has loaded
+    for name, ds in sets.items():
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        img = torch.stack([it.image if hasattr(it, 'image') else it['image'] for it in items])
+        cap = [it.caption if hasattr(it, 'caption') else it['caption'] for it in items]
+        fig = show_grid(img, cap, title=name); path = os.path.join(out, f'preview_{name}.png')
+        fig.savefig(path, dpi=120); paths.append(path)
+        import matplotlib.pyplot as plt; plt.close(fig)
+    return paths
