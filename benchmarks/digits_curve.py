@@ -15,8 +15,9 @@ Table and plot of several runs (runs of the same name up to '-s<seed>' are avera
 Each run folder gets curve.json (one record per point: examples, steps, train seconds, accuracy, per-digit
 accuracy, FID) and samples_<examples>.png (one row per digit).
 """
-import argparse, json, math, os, platform, re, sys, time
+import argparse, json, os, platform, re, sys, time
 import torch
+from learning_curve import open_run, points_to_train, train_to   # the same run bookkeeping
 
 
 def cmd_classifier(a):
@@ -44,12 +45,6 @@ def cmd_ssl(a):
     print(json.dumps(record, indent=1))
 
 
-def generation_per_step(cfg) -> int:
-    "Generation examples in one training step (the rest of the batch is understanding)."
-    b = cfg.train.batch_size
-    return b - round(b * cfg.data.understanding_fraction)
-
-
 def evaluate_point(tr, out, examples, seed, classifier, n_eval=360, scfg=None):
     "Accuracy and FID (classifier features) of the EMA weights: one image per real test digit (the first n_eval), same captions."
     import matplotlib; matplotlib.use('Agg')
@@ -75,29 +70,11 @@ def evaluate_point(tr, out, examples, seed, classifier, n_eval=360, scfg=None):
 
 
 def cmd_train(a):
-    from rf_ref.config import get_config
-    from rf_ref.train import Trainer, fit, resume, save
     from rf_ref.digits import load_digit_classifier
-    out = os.path.join(a.root, a.name); os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, 'curve.json')
-    curve = json.load(open(path)) if os.path.exists(path) else {'name': a.name, 'preset': a.preset, 'overrides': a.overrides,
-                                                             'seed': a.seed, 'points': [], 'train_seconds': 0.0,
-                                                             'command': 'python ' + ' '.join(sys.argv)}
-    ckpt = os.path.join(out, 'ckpt')
-    if os.path.isdir(ckpt):
-        tr = resume(ckpt, a.device, out_dir=out); print(f'resumed {a.name} at step {tr.step}')
-    else:
-        tr = Trainer(get_config(a.preset, a.overrides + [f'train.seed={a.seed}']), out, a.device)
+    out, path, curve, ckpt, tr = open_run(a)
     classifier = load_digit_classifier()
-    gps, done = generation_per_step(tr.cfg), {p['examples'] for p in curve['points']}
-    for examples in sorted(int(float(e)) for e in a.examples.split(',')):
-        if examples in done: continue
-        target = math.ceil(examples / gps)
-        if target > tr.step:
-            t0 = time.perf_counter()
-            fit(tr, target - tr.step, progress=a.progress, ckpt_every=10**9)
-            curve['train_seconds'] += time.perf_counter() - t0
-            save(tr, ckpt)
+    for examples in points_to_train(a, curve):
+        train_to(tr, examples, curve, ckpt, a.progress)
         rec = {'examples': examples, 'steps': tr.step, 'train_seconds': round(curve['train_seconds'], 1)}
         rec.update(evaluate_point(tr, out, examples, a.seed, classifier, a.n_eval))
         curve['points'].append(rec)

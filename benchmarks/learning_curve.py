@@ -48,31 +48,45 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
             'eval_seconds': round(time.perf_counter() - t0, 1)}
 
 
-def cmd_train(a):
+def open_run(a):
+    "A curve run's folder, its curve.json record (read back when resuming) and its trainer (resumed from ckpt/ if there)."
     from rf_ref.config import get_config
-    from rf_ref.train import Trainer, fit, resume, save
-    from rf_ref.checkpoint import export_checkpoint
+    from rf_ref.train import Trainer, resume
     out = os.path.join(a.root, a.name); os.makedirs(out, exist_ok=True)
     path = os.path.join(out, 'curve.json')
     curve = json.load(open(path)) if os.path.exists(path) else {'name': a.name, 'preset': a.preset, 'overrides': a.overrides,
-                                                             'points': [], 'train_seconds': 0.0,
+                                                             'seed': a.seed, 'points': [], 'train_seconds': 0.0,
                                                              'command': 'python ' + ' '.join(sys.argv)}
     ckpt = os.path.join(out, 'ckpt')
     if os.path.isdir(ckpt):
         tr = resume(ckpt, a.device, out_dir=out); print(f'resumed {a.name} at step {tr.step}')
-    else:
-        cfg = get_config(a.preset, a.overrides + [f'train.seed={a.seed}'])
-        tr = Trainer(cfg, out, a.device)
-    gps = generation_per_step(tr.cfg)
+    else: tr = Trainer(get_config(a.preset, a.overrides + [f'train.seed={a.seed}']), out, a.device)
+    return out, path, curve, ckpt, tr
+
+
+def points_to_train(a, curve):
+    "The requested points (generation examples) not in curve.json yet, in order."
     done = {p['examples'] for p in curve['points']}
-    for examples in sorted(int(float(e)) for e in a.examples.split(',')):
-        if examples in done: continue
-        target = math.ceil(examples / gps)
-        if target > tr.step:
-            t0 = time.perf_counter()
-            fit(tr, target - tr.step, progress=a.progress, ckpt_every=10**9)
-            curve['train_seconds'] += time.perf_counter() - t0
-            save(tr, ckpt)
+    return [e for e in sorted(int(float(e)) for e in a.examples.split(',')) if e not in done]
+
+
+def train_to(tr, examples, curve, ckpt, progress) -> bool:
+    "Train until `examples` generation examples were seen, timed, then checkpoint; False if the run is already there."
+    from rf_ref.train import fit, save
+    target = math.ceil(examples / generation_per_step(tr.cfg))
+    if target <= tr.step: return False
+    t0 = time.perf_counter()
+    fit(tr, target - tr.step, progress=progress, ckpt_every=10**9)
+    curve['train_seconds'] += time.perf_counter() - t0
+    save(tr, ckpt)
+    return True
+
+
+def cmd_train(a):
+    from rf_ref.checkpoint import export_checkpoint
+    out, path, curve, ckpt, tr = open_run(a)
+    for examples in points_to_train(a, curve):
+        if train_to(tr, examples, curve, ckpt, a.progress):
             export_checkpoint(ckpt, os.path.join(out, f'ema_{examples}'), dtype=torch.float32,
                               info={'steps': tr.step, 'examples': examples, 'command': curve.get('command')})
         rec = {'examples': examples, 'steps': tr.step, 'all_examples': tr.step * tr.cfg.train.batch_size,

@@ -1,14 +1,9 @@
 """benchmarks/digits_curve.py end to end on a tiny budget: points, resume, the scores and the table are well formed."""
-import json, subprocess, sys
-from conftest import ROOT
-
-SCRIPT = ROOT / 'benchmarks' / 'digits_curve.py'
+import json
+from conftest import run_benchmark
 
 
-def run(*args, cwd):
-    r = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout
+def run(*args, cwd): return run_benchmark('digits_curve', *args, cwd=cwd)
 
 
 def test_digits_curve_points_resume_and_plot(tmp_path):
