@@ -85,11 +85,14 @@ class HFTokenizer:
     def decode(self, ids) -> str:
         return self.tk.decode([int(i) for i in ids if int(i) not in self.special.values()], skip_special_tokens=True)
 
-def load_tokenizer(spec: str = 'bytes'):
+def load_tokenizer(spec: str = 'bytes',   # `data.tokenizer`: bytes | words | a tokenizer.json path
+                   vocab_size: int = 0):   # `mot.vocab_size` the ids must fit; 0: no check
     "'bytes' for `ByteTokenizer`, 'words' for `WordTokenizer`, else the path of a local tokenizer.json."
-    if spec == 'bytes': return ByteTokenizer()
-    if spec == 'words': return WordTokenizer()
-    return HFTokenizer(spec)
+    tok = ByteTokenizer() if spec == 'bytes' else WordTokenizer() if spec == 'words' else HFTokenizer(spec)
+    if vocab_size and tok.vocab_size > vocab_size:
+        raise ValueError(f'data.tokenizer={spec!r} has {tok.vocab_size} ids but mot.vocab_size={vocab_size}: '
+                         f'set mot.vocab_size={tok.vocab_size} or more')
+    return tok
 
 # %% ../nbs/02_data.ipynb #426300c4
 IGNORE = -100  # target id of positions without a next-token loss

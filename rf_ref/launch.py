@@ -11,7 +11,6 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
-from .baselines import load_autoencoder
 from .checkpoint import MANIFEST, default_device, load_config, load_weights, run_dir, step_folders, write_text_atomic
 from .config import Config
 from .data import build_dataset, find_data_file, load_tokenizer
@@ -22,11 +21,12 @@ from .packing import Packed, packed_losses
 from .parallel import global_losses, make_mesh, materialize_parallel, parallelize, split_batches, world_info
 from .plan import plan
 from .scale import build_model
+from .pretrain import load_stage0
 from .train import Divergence, Trainer, device_memory, make_optimizer, total_steps, train_step
 
 # %% auto #0
-__all__ = ['launched', 'init_distributed', 'compute_dtype', 'load_stage0', 'check_parallel_memory', 'build_parallel',
-           'ParallelTrainer', 'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run', 'train_distributed',
+__all__ = ['launched', 'init_distributed', 'compute_dtype', 'check_parallel_memory', 'build_parallel', 'ParallelTrainer',
+           'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run', 'train_distributed',
            'sharded_packed_losses']
 
 # %% ../nbs/84_launch.ipynb #6998faf8
@@ -59,25 +59,6 @@ def compute_dtype(cfg: Config,            # train.precision: auto | fp32 | bf16
     "The dtype blocks compute in: bfloat16 for 'bf16', and for 'auto' on GPUs; float32 otherwise."
     p = cfg.train.precision
     return torch.bfloat16 if p == 'bf16' or (p == 'auto' and device.type == 'cuda') else torch.float32
-
-def _storage(*modules):
-    "Give modules built on meta uninitialized CPU storage, for a file to fill."
-    for m in modules:
-        if any(t.is_meta for t in m.state_dict().values()): m.to_empty(device='cpu')
-
-def load_stage0(model: RFModel,  # built whole or on meta, not yet sharded
-                cfg: Config,     # encoder.pretrained; model.space and model.autoencoder
-               ):
-    "Load the stage-0 files the run starts from (the encoder, with its EMA target; the autoencoder in latent space), whole."
-    if cfg.encoder.pretrained:
-        path = find_data_file(cfg.encoder.pretrained, 'encoder checkpoint', f'make it with `rf-ref pretrain-encoder --out '
-                              f"{cfg.encoder.pretrained}` or set encoder.pretrained='' to start from random weights")
-        _storage(model.encoder, model.target_encoder)
-        load_weights(model.encoder, path)             # names, shapes and finiteness checked
-        model.target_encoder.module.load_state_dict(model.encoder.state_dict())
-    if cfg.model.space == 'latent':
-        _storage(model.autoencoder)
-        load_autoencoder(model.autoencoder, cfg.model.autoencoder)
 
 # %% ../nbs/84_launch.ipynb #cfd64087
 def check_parallel_memory(cfg: Config,           # the run
@@ -132,10 +113,7 @@ class ParallelTrainer(Trainer):
         self.rank, self.world = world_info()
         mesh = make_mesh(replicas=replicas, device_type=self.device.type)
         check_parallel_memory(cfg, self.device, self.world, replicas)
-        self.tok, self.data = load_tokenizer(cfg.data.tokenizer), build_dataset(cfg.data, 'train')
-        if self.tok.vocab_size > cfg.mot.vocab_size:
-            raise ValueError(f'data.tokenizer={cfg.data.tokenizer!r} has {self.tok.vocab_size} ids but mot.vocab_size='
-                             f'{cfg.mot.vocab_size}: set mot.vocab_size={self.tok.vocab_size} or more')
+        self.tok, self.data = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size), build_dataset(cfg.data, 'train')
         self.step, self.history, self.skipped, self.num_workers, self.checkpoint = 0, [], 0, 0, None   # checkpoint: the newest folder
         for start in accumulate([0] + [s.steps for s in cfg.train.stages[:-1]]):   # each stage's rows divide among the ranks
             split_batches(next(self.batches(start)), self.rank, self.world)

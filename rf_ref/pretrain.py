@@ -13,9 +13,10 @@ from .shapes import Shapes, SHAPES, COLORS, coverage
 from .encoder import ViTEncoder
 from .model import RFModel
 from .checkpoint import default_device, load_weights
+from .baselines import load_autoencoder
 
 # %% auto #0
-__all__ = ['patch_labels', 'pretrain_encoder', 'load_encoder']
+__all__ = ['patch_labels', 'pretrain_encoder', 'load_encoder', 'load_stage0']
 
 # %% ../nbs/47_pretrain.ipynb #5e0a3c64
 def patch_labels(objects,    # the `Obj`s of a Shapes scene, in drawing order
@@ -72,5 +73,16 @@ def load_encoder(model: RFModel,  # receives the weights in `model.encoder` and 
     from rf_ref.data import find_data_file
     path = find_data_file(path, 'encoder checkpoint', f'make it with `rf-ref pretrain-encoder --out {path}` '
                           "or set encoder.pretrained='' to start from random weights")
-    load_weights(model.encoder, path, next(model.parameters()).device)   # names and shapes checked: one line if they differ
+    load_weights(model.encoder, path, next(model.encoder.parameters()).device)   # names and shapes checked: one line if they differ
     model.target_encoder.module.load_state_dict(model.encoder.state_dict())
+
+def load_stage0(model: RFModel,  # a fresh model, built whole or on the meta device
+                cfg: Config):    # encoder.pretrained; model.space and model.autoencoder
+    "Load what a run starts from: the stage-0 encoder (and its EMA target), and the frozen autoencoder in latent space."
+    parts = ([model.encoder, model.target_encoder] if cfg.encoder.pretrained else []) + \
+            ([model.autoencoder] if cfg.model.space == 'latent' else [])
+    for part in parts:   # built on meta: CPU storage for the files to fill
+        if any(t.is_meta for t in part.state_dict().values()): part.to_empty(device='cpu')
+    if cfg.encoder.pretrained: load_encoder(model, cfg.encoder.pretrained)
+    if cfg.model.space == 'latent':
+        load_autoencoder(model.autoencoder, cfg.model.autoencoder, next(model.autoencoder.parameters()).device)

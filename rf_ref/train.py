@@ -14,9 +14,8 @@ from .config import Config, StageConfig
 from .data import load_tokenizer, collate, build_dataset
 from .ema import EMA
 from .model import RFModel, image_grids
-from .baselines import load_autoencoder
 from .checkpoint import default_device, find_checkpoint, load_config, load_train_state, run_dir, save_checkpoint, write_text_atomic
-from .pretrain import load_encoder
+from .pretrain import load_stage0
 from .plan import plan, count_params
 
 # %% auto #0
@@ -204,18 +203,14 @@ class Trainer:
         self.cfg, self.device = cfg, default_device(device)
         self.out_dir = out_dir or cfg.train.out_dir
         if model is None: check_memory(cfg, self.device)  # then data and tokenizer: every error comes before any weights
-        self.tok = load_tokenizer(cfg.data.tokenizer)
-        if self.tok.vocab_size > cfg.mot.vocab_size:
-            raise ValueError(f'data.tokenizer={cfg.data.tokenizer!r} has {self.tok.vocab_size} ids but mot.vocab_size='
-                             f'{cfg.mot.vocab_size}: set mot.vocab_size={self.tok.vocab_size} or more')
+        self.tok = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size)
         self.data = build_dataset(cfg.data, 'train')
         if cfg.train.batch_size > len(self.data):
             raise ValueError(f'train.batch_size={cfg.train.batch_size} exceeds the {len(self.data)} training examples: '
                              f'lower it or give more data (data.n_train)')
         torch.manual_seed(cfg.train.seed)
         self.model = (model or RFModel(cfg)).to(self.device)
-        if cfg.encoder.pretrained: load_encoder(self.model, cfg.encoder.pretrained)
-        if cfg.model.space == 'latent': load_autoencoder(self.model.autoencoder, cfg.model.autoencoder, self.device)
+        load_stage0(self.model, cfg)
         self.ema = EMA(self.model)
         self.opt = make_optimizer(self.model, cfg)
         if cfg.train.compile: compile_backbone(self.model)   # after the EMA copy: sampling stays eager
