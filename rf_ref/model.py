@@ -22,7 +22,7 @@ from contextlib import nullcontext
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
            'fill_slots', 'image_grids', 'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss',
            'generation_noise', 'generation_inputs', 'generation_head_losses', 'generation_losses',
-           'embed_understanding', 'understanding_losses', 'rf_losses']
+           'embed_understanding', 'understanding_losses', 'objective', 'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
 def sincos_2d(gh: int, gw: int,  # grid rows and columns
@@ -325,6 +325,12 @@ def understanding_losses(model: RFModel,
     return {'lm': lm_loss(model, hidden, batch.targets), 'aux': aux}
 
 # %% ../nbs/30_model.ipynb #56d0f4b9
+def objective(cfg: Config,   # model.w_lm, w_rep, w_fm
+              lm, rep, fm,   # L_LM, L_Rep, L_FM
+              aux):          # the MoE load-balancing term
+    "L = w_lm L_LM + w_rep L_Rep + w_fm L_FM + L_aux, the loss a step backpropagates."
+    return cfg.model.w_lm * lm + cfg.model.w_rep * rep + cfg.model.w_fm * fm + aux
+
 def rf_losses(model: RFModel,
               batches: dict,          # {'generation': Batch | None, 'understanding': Batch | None}
               train: bool = True,     # draw CFG drops and update the codebook
@@ -350,7 +356,7 @@ def rf_losses(model: RFModel,
     lms = [means[k] for k in ('lm_gen', 'lm_und') if k in means]              # L_LM: the mean of the kinds with targets
     out.update(lm=sum(lms) / len(lms) if lms else zero, rep=means.get('rep', zero), fm=means.get('fm', zero),
                aux=means.get('aux_gen', zero) + means.get('aux_und', zero))
-    out['loss'] = mc.w_lm * out['lm'] + mc.w_rep * out['rep'] + mc.w_fm * out['fm'] + out['aux']
+    out['loss'] = objective(model.cfg, out['lm'], out['rep'], out['fm'], out['aux'])
     if 'repa' in means: out['repa'] = means['repa']; out['loss'] = out['loss'] + mc.repa_weight * means['repa']
     for k, head in (('rep', model.rep_head), ('lm_gen', model.lm_head), ('lm_und', model.lm_head)):
         if k in means and counts[k] == 0:   # used elsewhere, not here: a zero gradient, so that every rank reduces the same tensors

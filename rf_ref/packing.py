@@ -11,7 +11,7 @@ from .config import Config, Modality
 from .data import Batch, IGNORE, generation_batch, understanding_batch, text_batch, rope_positions
 from .encoder import pool_grid
 from .mot import attention_mask, flex_block_mask
-from .model import (RFModel, image_grids, visibility, generation_noise, generation_inputs, generation_head_losses,
+from .model import (RFModel, objective, image_grids, visibility, generation_noise, generation_inputs, generation_head_losses,
                           generation_losses, embed_understanding, understanding_losses, lm_loss)
 from .baselines import capture_output
 
@@ -225,7 +225,7 @@ def packed_losses(model: RFModel, packed: Packed,
     n_rep = [int((d.modality == Modality.REP).sum()) * (i in inputs and not noise[i]['drop_rep']) for i, d in enumerate(docs)]
     out = {'lm': _weighted([p['lm'] for p in per], n_lm, zero), 'rep': _weighted([p.get('rep', zero) for p in per], n_rep, zero),
            'fm': _weighted([per[i]['fm'] for i in gen], [1] * len(gen), zero), 'aux': aux}
-    out['loss'] = cfg.model.w_lm * out['lm'] + cfg.model.w_rep * out['rep'] + cfg.model.w_fm * out['fm'] + aux
+    out['loss'] = objective(cfg, out['lm'], out['rep'], out['fm'], aux)
     return {**out, **stats, 'documents': per, 'hidden': [packed.of(hidden, i)[0] for i in range(len(docs))]}
 
 # %% ../nbs/35_packing.ipynb #pk31ddb5
