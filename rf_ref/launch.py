@@ -25,8 +25,8 @@ from .pretrain import load_stage0
 from .train import Divergence, Trainer, device_memory, make_optimizer, total_steps, train_step
 
 # %% auto #0
-__all__ = ['launched', 'init_distributed', 'compute_dtype', 'check_parallel_memory', 'build_parallel', 'ParallelTrainer',
-           'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run', 'train_distributed',
+__all__ = ['launched', 'init_distributed', 'close_distributed', 'compute_dtype', 'check_parallel_memory', 'build_parallel',
+           'ParallelTrainer', 'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run', 'train_distributed',
            'sharded_packed_losses']
 
 # %% ../nbs/84_launch.ipynb #6998faf8
@@ -51,6 +51,12 @@ def init_distributed(device=None,   # 'cpu' or 'cuda' (this rank's GPU, cuda:LOC
         dist.init_process_group(backend, device_id=dev if dev.type == 'cuda' else None)   # torchrun's rendezvous
     else: dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return dev
+
+def close_distributed(finished: bool = True,  # False after an error: no barrier, which would wait forever for a rank that died
+                     ):
+    "Leave the process group: after a finished run every rank meets at a barrier first, so none closes its connections while another still uses them."
+    if finished and dist.get_world_size() > 1: dist.barrier()
+    dist.destroy_process_group()
 
 # %% ../nbs/84_launch.ipynb #d7f5f402
 def compute_dtype(cfg: Config,            # train.precision: auto | fp32 | bf16
@@ -221,7 +227,8 @@ def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
         if tr.rank == 0:
             print(f'training {tr.cfg.name} on {tr.world} rank(s) ({dev.type}, FSDP2, ac={ac}) from step {tr.step}; writing to {tr.out_dir}')
         parallel_fit(tr, steps, progress)
-    finally: dist.destroy_process_group()
+    except BaseException: close_distributed(finished=False); raise
+    close_distributed()
     if tr.rank: return {}
     out = os.path.join(tr.out_dir, 'export')   # the group is closed: rank 0 reads the checkpoint alone
     return {'run': tr.out_dir, 'ckpt': tr.checkpoint, 'export': export_sharded(tr.checkpoint, out) if export else '',

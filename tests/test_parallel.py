@@ -1,12 +1,13 @@
 """`rf_ref.parallel` and `rf_ref.dcp` on two CPU processes joined by gloo: FSDP2 steps equal one process on the global
 batch (HSDP too), a model built on meta draws distinct shards, sharded checkpoints load on two ranks and on one and
 survive a save killed by SIGKILL; activation checkpointing and compile on one rank."""
-import copy, json, os, socket, tempfile
+import copy, json, os
 from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ranks import spawn
 
 SHARDS = Path(__file__).resolve().parent.parent / 'nbs' / 'parallel_shards.json'   # the notebook's two-rank table
 # dense pools (no MoE load balancing, which is per rank by design); R dropped at p = 0.5 so some step leaves a rank
@@ -58,58 +59,48 @@ def _state(model, ema, opt) -> dict:
             'optim': {n: {k: _full(v) for k, v in s.items()} for n, s in optim['state'].items()}}
 
 
-def _worker(rank: int, world: int, port: int, root: str, out):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
-        from rf_ref.dcp import load_sharded, save_sharded
-        from rf_ref.ema import EMA
-        from rf_ref.model import RFModel
-        from rf_ref.parallel import global_losses, make_mesh, materialize_parallel, parallelize, shard_table, split_batches
-        from rf_ref.scale import build_model
-        from rf_ref.train import make_optimizer
-        cfg, batches = _setup()
-        # the run: built eagerly (as one process would), sharded, float32 so it can equal one process
-        torch.manual_seed(0); model = RFModel(cfg); ema = EMA(model)
-        parallelize(model, ac='full', param_dtype=torch.float32, ema=ema)
-        opt = make_optimizer(model, cfg)
-        history = _train(model, ema, opt, cfg, batches, range(SAVED), rank, world)
-        save_sharded(root, SAVED, model, opt, ema, {'history': history})
-        saved = _state(model, ema, opt)
-        # a second model built on meta, parallelized, materialized (distinct shards), then loaded on the same two ranks
-        lazy = build_model(cfg); lazy_ema = EMA(lazy)
-        parallelize(lazy, param_dtype=torch.float32, ema=lazy_ema)
-        materialize_parallel(lazy, seed=0, ema=lazy_ema)
-        qkv = _full(lazy.backbone.blocks[0].attention.qkv.weight)
-        table = shard_table(lazy)
-        lazy_opt = make_optimizer(lazy, cfg)
-        loaded_step = load_sharded(root, lazy, lazy_opt, lazy_ema)['step']
-        loaded = _state(lazy, lazy_ema, lazy_opt)
-        history += _train(model, ema, opt, cfg, batches, range(SAVED, STEPS), rank, world)
-        resumed = _train(lazy, lazy_ema, lazy_opt, cfg, batches, range(SAVED, STEPS), rank, world)
-        final = _state(model, ema, opt)
-        # HSDP: 2 replicas x 1 shard, from the same start
-        torch.manual_seed(0); hybrid = RFModel(cfg); hybrid_ema = EMA(hybrid)
-        parallelize(hybrid, make_mesh(replicas=2), param_dtype=torch.float32, ema=hybrid_ema)
-        hsdp = _train(hybrid, hybrid_ema, make_optimizer(hybrid, cfg), cfg, batches, range(2), rank, world)
-        placements = str(hybrid.backbone.blocks[0].attention.qkv.weight.placements)
-        try:   # rank 1 without understanding rows: refused on both ranks before any collective could hang
-            global_losses(model, {**split_batches(batches[0], rank, world), **({'understanding': None} if rank else {})})
-            mismatch = ''
-        except ValueError as e: mismatch = str(e)
-        result = dict(table=table, loaded_step=loaded_step, resumed=resumed, hsdp=hsdp, placements=placements,
-                      mismatch=mismatch, same_shards=torch.equal(*qkv.chunk(2)),
-                      **(dict(history=history, saved=saved, loaded=loaded, final=final) if rank == 0 else {}))
-        out[rank] = result
-        os.environ['RF_REF_KILL_AT'] = f'step-{STEPS:08d}/saved'   # both ranks die after writing, before the rename
-        save_sharded(root, STEPS, model, opt, ema)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+def _worker(rank: int, world: int, root: str, out):
+    from rf_ref.dcp import load_sharded, save_sharded
+    from rf_ref.ema import EMA
+    from rf_ref.model import RFModel
+    from rf_ref.parallel import global_losses, make_mesh, materialize_parallel, parallelize, shard_table, split_batches
+    from rf_ref.scale import build_model
+    from rf_ref.train import make_optimizer
+    cfg, batches = _setup()
+    # the run: built eagerly (as one process would), sharded, float32 so it can equal one process
+    torch.manual_seed(0); model = RFModel(cfg); ema = EMA(model)
+    parallelize(model, ac='full', param_dtype=torch.float32, ema=ema)
+    opt = make_optimizer(model, cfg)
+    history = _train(model, ema, opt, cfg, batches, range(SAVED), rank, world)
+    save_sharded(root, SAVED, model, opt, ema, {'history': history})
+    saved = _state(model, ema, opt)
+    # a second model built on meta, parallelized, materialized (distinct shards), then loaded on the same two ranks
+    lazy = build_model(cfg); lazy_ema = EMA(lazy)
+    parallelize(lazy, param_dtype=torch.float32, ema=lazy_ema)
+    materialize_parallel(lazy, seed=0, ema=lazy_ema)
+    qkv = _full(lazy.backbone.blocks[0].attention.qkv.weight)
+    table = shard_table(lazy)
+    lazy_opt = make_optimizer(lazy, cfg)
+    loaded_step = load_sharded(root, lazy, lazy_opt, lazy_ema)['step']
+    loaded = _state(lazy, lazy_ema, lazy_opt)
+    history += _train(model, ema, opt, cfg, batches, range(SAVED, STEPS), rank, world)
+    resumed = _train(lazy, lazy_ema, lazy_opt, cfg, batches, range(SAVED, STEPS), rank, world)
+    final = _state(model, ema, opt)
+    # HSDP: 2 replicas x 1 shard, from the same start
+    torch.manual_seed(0); hybrid = RFModel(cfg); hybrid_ema = EMA(hybrid)
+    parallelize(hybrid, make_mesh(replicas=2), param_dtype=torch.float32, ema=hybrid_ema)
+    hsdp = _train(hybrid, hybrid_ema, make_optimizer(hybrid, cfg), cfg, batches, range(2), rank, world)
+    placements = str(hybrid.backbone.blocks[0].attention.qkv.weight.placements)
+    try:   # rank 1 without understanding rows: refused on both ranks before any collective could hang
+        global_losses(model, {**split_batches(batches[0], rank, world), **({'understanding': None} if rank else {})})
+        mismatch = ''
+    except ValueError as e: mismatch = str(e)
+    result = dict(table=table, loaded_step=loaded_step, resumed=resumed, hsdp=hsdp, placements=placements,
+                  mismatch=mismatch, same_shards=torch.equal(*qkv.chunk(2)),
+                  **(dict(history=history, saved=saved, loaded=loaded, final=final) if rank == 0 else {}))
+    out[rank] = result
+    os.environ['RF_REF_KILL_AT'] = f'step-{STEPS:08d}/saved'   # both ranks die after writing, before the rename
+    save_sharded(root, STEPS, model, opt, ema)
 
 
 def _assert_same(a: dict, b: dict, what: str):
@@ -134,7 +125,7 @@ def test_two_ranks(tmp_path):
     with mp.Manager() as manager:
         results = manager.dict()
         with pytest.raises(mp.ProcessExitedException, match='SIGKILL'):
-            mp.spawn(_worker, args=(2, _free_port(), root, results), nprocs=2)
+            spawn(_worker, root, results)
         r0, r1 = copy.deepcopy(results[0]), copy.deepcopy(results[1])
     cfg, batches = _setup()
     # one process, the whole global batch of each step

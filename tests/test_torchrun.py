@@ -2,11 +2,11 @@
 distributed path in one process on the same global batches; a run whose processes are SIGKILLed inside a save resumes
 on one process (resharded) to the losses of the uninterrupted run; the export loads with `load_model` and samples; and
 packed rows (rf_ref.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does."""
-import json, os, signal, socket, subprocess, sys
+import json, os, subprocess, sys
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from ranks import spawn
 
 # float32 so two ranks can equal one process to rounding; dense pools; 2 generation + 2 understanding rows per step
 TINY = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'train.batch_size=4', 'data.understanding_fraction=0.5',
@@ -14,11 +14,6 @@ TINY = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'train.batch_si
         'train.keep_last=2', 'train.precision=fp32']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
 TERMS = ('loss', 'lm', 'rep', 'fm', 'vq_usage')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def torchrun(args, ranks=2, kill_at=''):
@@ -83,48 +78,43 @@ def test_killed_in_a_save_then_resumed_on_one_process(two_ranks, tmp_path):
     assert sorted(os.listdir(run / 'ckpt')) == ['latest', 'step-00000004', 'step-00000005']   # the dead save cleared
 
 
-def _packed_worker(rank: int, world: int, port: int):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+def _packed_worker(rank: int, world: int):
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
-        import copy
-        from rf_ref.config import get_config
-        from rf_ref.data import load_tokenizer
-        from rf_ref.launch import sharded_packed_losses
-        from rf_ref.model import RFModel
-        from rf_ref.packing import document_noise, generation_document, pack, packed_losses, text_document, understanding_document
-        from rf_ref.parallel import parallelize
-        from rf_ref.shapes import Shapes
-        cfg = get_config('shapes-tiny', TINY[:3])
-        tok = load_tokenizer(cfg.data.tokenizer)
-        # each rank its own documents, of several sizes and kinds
-        scenes = {s: Shapes(8, image_size=s, seed=10 + rank) for s in (32, 48, 64)}
-        docs = [generation_document(cfg, tok, scenes[32][0].caption, scenes[32][0].image),
-                generation_document(cfg, tok, scenes[64][1].caption, scenes[64][1].image),
-                understanding_document(cfg, tok, scenes[48][2].image, *scenes[48][2].qa[0][:2]),
-                text_document(cfg, tok, ' and '.join(scenes[32][k].caption for k in range(2 + rank)))]
-        if rank: docs.append(generation_document(cfg, tok, scenes[48][3].caption, scenes[48][3].image))
-        packed = pack(cfg, docs, 224)
-        torch.manual_seed(0); plain = RFModel(cfg); torch.nn.init.normal_(plain.pix_head.weight, std=0.02)
-        sharded = parallelize(copy.deepcopy(plain), param_dtype=torch.float32)
-        noise = document_noise(plain, docs, generator=torch.Generator().manual_seed(rank))
-        got, want = sharded_packed_losses(sharded, packed, noise), packed_losses(plain, packed, noise)
-        got['loss'].backward(); want['loss'].backward()
-        assert torch.isfinite(got['loss']) and abs(got['loss'].item() - want['loss'].item()) <= 1e-5, (got['loss'], want['loss'])
-        # FSDP2 averages the ranks' gradients: the mean of the unsharded model's gradients on each rank's rows
-        for n, p in plain.named_parameters():
-            if p.grad is None: p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad); p.grad /= world
-        grads = {n: p.grad.full_tensor() for n, p in sharded.named_parameters() if p.grad is not None}
-        assert len(grads) > 50 and 'backbone.blocks.0.attention.qkv.weight' in grads, len(grads)
-        worst = max(float((g - plain.get_parameter(n).grad).abs().max()) for n, g in grads.items())
-        assert worst <= 1e-5, worst
-        print(f'rank {rank}: {len(docs)} documents in {len(packed)} rows, loss {got["loss"].item():.6f} '
-              f'({abs(got["loss"].item() - want["loss"].item()):.1e} from unsharded), gradients within {worst:.1e}')
-    finally:
-        dist.destroy_process_group()
+    import copy
+    from rf_ref.config import get_config
+    from rf_ref.data import load_tokenizer
+    from rf_ref.launch import sharded_packed_losses
+    from rf_ref.model import RFModel
+    from rf_ref.packing import document_noise, generation_document, pack, packed_losses, text_document, understanding_document
+    from rf_ref.parallel import parallelize
+    from rf_ref.shapes import Shapes
+    cfg = get_config('shapes-tiny', TINY[:3])
+    tok = load_tokenizer(cfg.data.tokenizer)
+    # each rank its own documents, of several sizes and kinds
+    scenes = {s: Shapes(8, image_size=s, seed=10 + rank) for s in (32, 48, 64)}
+    docs = [generation_document(cfg, tok, scenes[32][0].caption, scenes[32][0].image),
+            generation_document(cfg, tok, scenes[64][1].caption, scenes[64][1].image),
+            understanding_document(cfg, tok, scenes[48][2].image, *scenes[48][2].qa[0][:2]),
+            text_document(cfg, tok, ' and '.join(scenes[32][k].caption for k in range(2 + rank)))]
+    if rank: docs.append(generation_document(cfg, tok, scenes[48][3].caption, scenes[48][3].image))
+    packed = pack(cfg, docs, 224)
+    torch.manual_seed(0); plain = RFModel(cfg); torch.nn.init.normal_(plain.pix_head.weight, std=0.02)
+    sharded = parallelize(copy.deepcopy(plain), param_dtype=torch.float32)
+    noise = document_noise(plain, docs, generator=torch.Generator().manual_seed(rank))
+    got, want = sharded_packed_losses(sharded, packed, noise), packed_losses(plain, packed, noise)
+    got['loss'].backward(); want['loss'].backward()
+    assert torch.isfinite(got['loss']) and abs(got['loss'].item() - want['loss'].item()) <= 1e-5, (got['loss'], want['loss'])
+    # FSDP2 averages the ranks' gradients: the mean of the unsharded model's gradients on each rank's rows
+    for n, p in plain.named_parameters():
+        if p.grad is None: p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad); p.grad /= world
+    grads = {n: p.grad.full_tensor() for n, p in sharded.named_parameters() if p.grad is not None}
+    assert len(grads) > 50 and 'backbone.blocks.0.attention.qkv.weight' in grads, len(grads)
+    worst = max(float((g - plain.get_parameter(n).grad).abs().max()) for n, g in grads.items())
+    assert worst <= 1e-5, worst
+    print(f'rank {rank}: {len(docs)} documents in {len(packed)} rows, loss {got["loss"].item():.6f} '
+          f'({abs(got["loss"].item() - want["loss"].item()):.1e} from unsharded), gradients within {worst:.1e}')
 
 
 def test_packed_rows_under_fsdp_on_two_ranks():
-    mp.spawn(_packed_worker, args=(2, _free_port()), nprocs=2)
+    spawn(_packed_worker)

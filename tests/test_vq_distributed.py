@@ -1,14 +1,14 @@
 """OnlineVQ under torch.distributed: two gloo processes, each holding part of every batch, must end with
 one codebook, and it must be the codebook that one process fitting the whole batches gets."""
-import os, socket, tempfile
+import os, tempfile
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from rf_ref.config import VQConfig
 from rf_ref.vq import OnlineVQ
+from ranks import spawn
 
 DIM, STEPS, BATCH = 8, 6, 64
 SETTINGS = {  # name: (config, rows of each batch that rank 0 holds; rank 1 holds the rest)
@@ -33,30 +33,20 @@ def fit(cfg, parts):
     return vq.codebook.clone(), vq.counts.clone(), torch.stack([out['usage'], out['perplexity']])
 
 
-def worker(rank, port, out_dir):
+def worker(rank, world, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
-    try:
-        results = {}
-        for name, (cfg, split) in SETTINGS.items():
-            parts = [b[:split] if rank == 0 else b[split:] for b in batches()]
-            results[name] = fit(cfg, parts)
-        torch.save(results, os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    results = {}
+    for name, (cfg, split) in SETTINGS.items():
+        parts = [b[:split] if rank == 0 else b[split:] for b in batches()]
+        results[name] = fit(cfg, parts)
+    torch.save(results, os.path.join(out_dir, f'rank{rank}.pt'))
 
 
 @pytest.fixture(scope='module')
 def ranks():
     "What each of the two ranks ended with, per setting."
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(worker, args=(free_port(), out_dir), nprocs=2, join=True)
+        spawn(worker, out_dir)
         return [torch.load(os.path.join(out_dir, f'rank{r}.pt')) for r in range(2)]
 
 
