@@ -46,9 +46,13 @@ test: check nbtest pytest
 ISA ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo avx2 || echo default)
 ISA_ENV = $(if $(filter avx2,$(ISA)),ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2,\
           ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 TORCH_COMPILE_DISABLE=1)
+# torch.compile's cache does not key on ATEN_CPU_CAPABILITY: a process under one instruction set that loads kernels
+# compiled under another corrupted memory (measured on torch 2.15: malloc_consolidate aborts in 50_train), so each
+# set keeps its own cache.
+PORTABILITY_CACHE ?= $(or $(TMPDIR),/tmp)/rf_ref-inductor-$(ISA)
 portability: install
 	@echo "== the notebooks under ISA=$(ISA): $(ISA_ENV)"
-	$(ISA_ENV) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/nbdev_test --n_workers 2 --timing
+	$(ISA_ENV) TORCHINDUCTOR_CACHE_DIR=$(PORTABILITY_CACHE) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/nbdev_test --n_workers 2 --timing
 
 # Cells marked #| slow (run them before finishing work that touches what they cover).
 slow: install
