@@ -4,11 +4,18 @@
 
 # %% ../nbs/83_dcp.ipynb #fc316ec7
 from __future__ import annotations
-import json, os, shutil, warnings
+import json, os, pathlib, pickle, re, shutil, warnings
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.filesystem import _StorageInfo
+from torch.distributed.checkpoint.metadata import (BytesStorageMetadata, ChunkStorageMetadata, Metadata, MetadataIndex,
+                                                   StorageMeta, TensorProperties, TensorStorageMetadata, _MEM_FORMAT_ENCODING)
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
 from .checkpoint import (CheckpointError, FORMAT, LATEST, MANIFEST, fsync, kill_point, load_config, sha256,
                                step_folders, write_folder, write_text_atomic)
 from .config import config_to_dict
@@ -17,7 +24,7 @@ from .model import RFModel
 from .parallel import world_info
 
 # %% auto #0
-__all__ = ['save_sharded', 'find_sharded', 'load_sharded', 'export_sharded']
+__all__ = ['save_sharded', 'Refused', 'MetadataUnpickler', 'read_metadata', 'find_sharded', 'load_sharded', 'export_sharded']
 
 # %% ../nbs/83_dcp.ipynb #cf50b7f9
 def _barrier():
@@ -30,11 +37,11 @@ def _gather(obj) -> list:
     dist.all_gather_object(out, obj)
     return out
 
-def _dcp(fn, state: dict, folder: str, alone: bool = False):
+def _dcp(fn, state: dict, folder: str, alone: bool = False, **kwargs):
     "DCP's save or load of `state` in `folder`; in one process when `alone` or without a process group (and without DCP's warning)."
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='torch.distributed is disabled')
-        return fn(state, checkpoint_id=folder, no_dist=alone or not (dist.is_available() and dist.is_initialized()))
+        return fn(state, checkpoint_id=folder, no_dist=alone or not (dist.is_available() and dist.is_initialized()), **kwargs)
 
 def _entry(path: str) -> dict: return {'bytes': os.path.getsize(path), 'sha256': sha256(path)}
 
@@ -93,24 +100,150 @@ def save_sharded(root: str,                 # a run's ckpt/ folder: the checkpoi
     _barrier()
     return final
 
+# %% ../nbs/83_dcp.ipynb #25b00366
+_ALLOWED = {('torch.distributed.checkpoint.metadata', c.__name__): c for c in
+            (Metadata, StorageMeta, TensorStorageMetadata, BytesStorageMetadata, ChunkStorageMetadata, TensorProperties,
+             MetadataIndex, _MEM_FORMAT_ENCODING)}
+_ALLOWED |= {('torch.distributed.checkpoint.filesystem', '_StorageInfo'): _StorageInfo, ('torch', 'Size'): torch.Size,
+             ('torch.serialization', '_get_layout'): torch.serialization._get_layout,   # a name -> torch.strided lookup
+             ('pathlib', 'PosixPath'): pathlib.PosixPath, ('pathlib', 'PurePosixPath'): pathlib.PurePosixPath,
+             ('builtins', 'set'): set, ('builtins', 'frozenset'): frozenset}
+_ALLOWED |= {('torch', n): v for n, v in vars(torch).items() if isinstance(v, (torch.dtype, torch.layout, torch.memory_format))}
+
+class Refused(pickle.UnpicklingError):
+    "A pickle that names something outside the allow-list: it was not run."
+
+class MetadataUnpickler(pickle.Unpickler):
+    "Unpickles DCP's `.metadata` with the classes DCP writes there and nothing else."
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED: return _ALLOWED[module, name]
+        raise Refused(f'it calls {module}.{name}, which DCP metadata never holds')
+
+# %% ../nbs/83_dcp.ipynb #d79c491c
+def _tensor_entry_ok(v: TensorStorageMetadata) -> bool:
+    p, n = v.properties, len(v.size) if type(v.size) is torch.Size else -1
+    return (type(p) is TensorProperties and isinstance(p.dtype, torch.dtype) and n >= 0 and type(v.chunks) is list and
+            all(type(c) is ChunkStorageMetadata and type(c.offsets) is torch.Size and type(c.sizes) is torch.Size
+                and len(c.offsets) == len(c.sizes) == n for c in v.chunks))
+
+def _metadata_problem(md, sizes: dict) -> str:
+    "What is wrong with unpickled metadata `md` ('' if nothing); `sizes`: {shard file name: bytes}."
+    if type(md) is not Metadata: return f'holds a {type(md).__name__}, not DCP Metadata'
+    if type(md.state_dict_metadata) is not dict or type(md.storage_data) is not dict: return 'lacks its index of items and shards'
+    for k, v in md.state_dict_metadata.items():
+        if type(k) is not str or type(v) not in (TensorStorageMetadata, BytesStorageMetadata):
+            return f'describes item {k!r} as a {type(v).__name__}'
+        if type(v) is TensorStorageMetadata and not _tensor_entry_ok(v): return f'describes tensor {k} with wrong types'
+    for k, v in md.storage_data.items():
+        if type(k) is not MetadataIndex or type(k.fqn) is not str or type(v) is not _StorageInfo:
+            return f'has a storage entry {type(k).__name__}: {type(v).__name__}, not MetadataIndex: _StorageInfo'
+        if type(v.relative_path) is not str or v.relative_path not in sizes:
+            return f'points {k.fqn} at {v.relative_path!r}, which is not a shard file of this checkpoint'
+        if not (type(v.offset) is int and type(v.length) is int and 0 <= v.offset <= v.offset + v.length <= sizes[v.relative_path]):
+            return f'points {k.fqn} at bytes {v.offset!r} + {v.length!r} of {v.relative_path}, which has {sizes[v.relative_path]:,}'
+        if getattr(v, 'transform_descriptors', None): return f'asks for stream transforms {v.transform_descriptors!r}, which rf_ref never writes'
+    return ''
+
+# %% ../nbs/83_dcp.ipynb #4c62a24b
+def read_metadata(folder: str,                # a sharded checkpoint folder
+                  sizes: dict | None = None,  # {shard file: bytes} the entries must fall inside; None: the .distcp files there
+                 ) -> Metadata:               # DCP's index of the checkpoint
+    "DCP's `.metadata` of `folder`, unpickled by `MetadataUnpickler` and checked entry by entry; a CheckpointError otherwise."
+    path = os.path.join(folder, '.metadata')
+    if sizes is None: sizes = {n: os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith('.distcp')}
+    fix = 'use a checkpoint you wrote, or one from someone you trust that rf_ref wrote'
+    try:
+        with open(path, 'rb') as f: md = MetadataUnpickler(f).load()
+    except Refused as e: raise CheckpointError(f'{path} was refused unread: {e} (a pickle that could run code); {fix}') from None
+    except Exception as e:
+        raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {_line(e)}): the checkpoint is damaged; {fix}') from None
+    if problem := _metadata_problem(md, sizes): raise CheckpointError(f'{path} {problem}: the checkpoint is damaged; {fix}')
+    md.storage_meta = StorageMeta()   # the ids of the save; the reader sets the load's
+    return md
+
+def _line(e: BaseException, n: int = 300) -> str:
+    "The first line of an exception's message, at most `n` characters."
+    text = str(e).strip().split('\n')[0]
+    return text if len(text) <= n else text[:n] + '...'
+
+# %% ../nbs/83_dcp.ipynb #1551b402
+class _Reader(FileSystemReader):
+    "DCP's file reader, handed metadata that `read_metadata` checked: it never unpickles `.metadata` itself."
+    def __init__(self, folder: str, metadata: Metadata):
+        super().__init__(folder); self.checked = metadata
+    def read_metadata(self, *args, **kwargs) -> Metadata:
+        self.checked.storage_meta.load_id = self.load_id
+        return self.checked
+
+_NUMBER = (int, float)
+
+class _Planner(DefaultLoadPlanner):
+    "DCP's default load planner, with its full unpickling of bytes items replaced by torch's weights-only one."
+    def load_bytes(self, read_item, value):
+        fqn = read_item.dest_index.fqn
+        old = self.state_dict.get(fqn)
+        if torch.is_tensor(old): raise CheckpointError(f'the metadata stores tensor {fqn} as pickled bytes')
+        try: new = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as e:
+            what = re.search(r'GLOBAL ([\w.]+)', str(e))
+            raise CheckpointError(f'item {fqn} was refused unread: it holds objects other than plain values'
+                                  f'{f" (it calls {what[1]})" if what else ""}, a pickle that could run code') from None
+        if not (type(new) is type(old) or (isinstance(new, _NUMBER) and isinstance(old, _NUMBER) and bool not in (type(new), type(old)))):
+            raise CheckpointError(f'item {fqn} holds a {type(new).__name__} where the run has a {type(old).__name__}')
+        if self.flatten_state_dict: set_element(self.original_state_dict, self.mappings[fqn], new)
+        else: self.state_dict[fqn] = new
+
+# %% ../nbs/83_dcp.ipynb #27091cf3
+def _failure(e: CheckpointException) -> str:
+    "One line for DCP's exception: the first rank's failure (an interrupt is raised again)."
+    exc = next(iter(e.failures.values()))[0]
+    if not isinstance(exc, Exception): raise exc
+    return str(exc) if isinstance(exc, CheckpointError) else f'{type(exc).__name__}: {_line(exc)}'
+
+def _shard_sizes(folder: str) -> dict:
+    "{.distcp file: bytes} as the manifest lists them."
+    return {n: f['bytes'] for n, f in json.load(open(os.path.join(folder, MANIFEST)))['files'].items() if n.endswith('.distcp')}
+
+def _load(state: dict, folder: str, alone: bool = False):
+    "DCP's load of `state` from `folder` through `read_metadata`, `_Reader` and `_Planner`; any failure a one-line CheckpointError."
+    try: md, error = read_metadata(folder, _shard_sizes(folder)), ''
+    except CheckpointError as e: md, error = None, str(e)
+    if errors := [x for x in ([error] if alone else _gather(error)) if x]: raise CheckpointError(errors[0])
+    try: _dcp(dcp.load, state, folder, alone, storage_reader=_Reader(folder, md), planner=_Planner())
+    except CheckpointException as e: raise CheckpointError(f'{folder} cannot be loaded: {_failure(e)}') from None
+    except Exception as e: raise CheckpointError(f'{folder} cannot be loaded ({type(e).__name__}: {_line(e)})') from None
+
 # %% ../nbs/83_dcp.ipynb #60b9d911
-def _check(folder: str) -> dict:
-    "The manifest of sharded checkpoint `folder`, after every rank checked the size and SHA-256 of its share of the files."
+def _manifest(folder: str) -> dict:
+    "The manifest of sharded checkpoint `folder`, checked to be one: its files plain names with sizes and SHA-256 sums."
     mf = os.path.join(folder, MANIFEST)
     try: manifest = json.load(open(mf))
     except (OSError, ValueError) as e: raise CheckpointError(f'{mf} cannot be read ({e}): use another checkpoint') from None
-    if manifest.get('format') != FORMAT or manifest.get('kind') != 'sharded':
+    if not isinstance(manifest, dict) or manifest.get('format') != FORMAT or manifest.get('kind') != 'sharded':
         raise CheckpointError(f'{folder} is not a sharded rf_ref checkpoint: read single-file checkpoints with rf_ref.checkpoint')
+    files, parts = manifest.get('files'), manifest.get('parts')
+    entry = lambda n, f: (isinstance(n, str) and n == os.path.basename(n) and n not in ('', '.', '..') and isinstance(f, dict)
+                          and type(f.get('bytes')) is int and isinstance(f.get('sha256'), str))
+    if not (isinstance(files, dict) and all(entry(n, f) for n, f in files.items()) and '.metadata' in files
+            and isinstance(parts, list) and all(isinstance(p, str) for p in parts) and type(manifest.get('step')) is int):
+        raise CheckpointError(f'{mf} is damaged: it lacks the files (with sizes and SHA-256), the .metadata, the parts or the '
+                              'step of a sharded checkpoint; use another checkpoint')
+    return manifest
+
+def _check(folder: str) -> dict:
+    "The manifest of sharded checkpoint `folder`, after every rank checked the size and SHA-256 of its share of the files."
+    manifest = _manifest(folder)
     rank, world = world_info()
     bad = []
     for n in sorted(manifest['files'])[rank::world]:
         f, want = os.path.join(folder, n), manifest['files'][n]
-        if not os.path.exists(f): bad.append(f'{f} is missing')
+        if not os.path.isfile(f): bad.append(f'{f} is missing')
         elif os.path.getsize(f) != want['bytes']: bad.append(f'{f} is {os.path.getsize(f):,} bytes, written with {want["bytes"]:,}')
         elif sha256(f) != want['sha256']: bad.append(f'{f} does not match its SHA-256')
     if bad := [b for part in _gather(bad) for b in part]: raise CheckpointError(f'{folder} is damaged: ' + '; '.join(bad))
     return manifest
 
+# %% ../nbs/83_dcp.ipynb #27c80e7f
 def find_sharded(path: str) -> str:
     "The newest intact sharded checkpoint at `path`: a step folder, a run's ckpt/ folder, or the run folder."
     if os.path.exists(os.path.join(path, MANIFEST)): candidates = [path]
@@ -126,6 +259,29 @@ def find_sharded(path: str) -> str:
         return folder
     raise CheckpointError(f'no intact checkpoint at {path}: ' + '; '.join(errors))
 
+def _state(folder: str) -> dict:
+    "state.json of a sharded checkpoint: a dict with the step (and the metrics history when the trainer saved it)."
+    f = os.path.join(folder, 'state.json')
+    try: st = json.load(open(f))
+    except (OSError, ValueError) as e: raise CheckpointError(f'{f} cannot be read ({e}): use another checkpoint') from None
+    if not isinstance(st, dict) or type(st.get('step')) is not int or st['step'] < 0 or not isinstance(st.get('history', []), list):
+        raise CheckpointError(f'{f} holds {str(st)[:80]!r}, not a step and its metrics history: the checkpoint is damaged; '
+                              'use another checkpoint')
+    return st
+
+def _nonfinite(tree, name: str = '') -> dict:
+    "{name: count} of the NaN and inf values in the floating tensors of a nested state dict (this rank's shards)."
+    if isinstance(tree, dict): return {k: n for key, sub in tree.items() for k, n in _nonfinite(sub, f'{name}.{key}'.strip('.')).items()}
+    if not (torch.is_tensor(tree) and tree.is_floating_point()): return {}
+    n = int((~torch.isfinite(tree.to_local() if isinstance(tree, DTensor) else tree)).sum())
+    return {name: n} if n else {}
+
+def _refuse_nonfinite(content: dict, folder: str, alone: bool = False):
+    bad = {k: n for part in ([_nonfinite(content)] if alone else _gather(_nonfinite(content))) for k, n in part.items()}
+    if bad: raise CheckpointError(f'{folder} holds {sum(bad.values()):,} NaN or inf values (e.g. in {next(iter(bad))}): '
+                                  'the run that wrote it diverged or the files were changed; use an earlier checkpoint')
+
+# %% ../nbs/83_dcp.ipynb #983713fc
 def load_sharded(path: str,               # a step folder, a run's ckpt/ folder or the run folder
                  model: RFModel,          # parallelized like the saving run or not, on any number of ranks
                  optimizer=None,          # its optimizer: receives the moments
@@ -133,15 +289,19 @@ def load_sharded(path: str,               # a step folder, a run's ckpt/ folder 
                 ) -> dict:                # state.json of the checkpoint, and 'path', the folder read
     "Fill `model` (and the optimizer, the EMA) from the newest intact sharded checkpoint at `path`, resharding as needed."
     folder = find_sharded(path)
-    saved = json.load(open(os.path.join(folder, MANIFEST)))['parts']
+    saved, state = _manifest(folder)['parts'], _state(folder)
     if missing := [p for p in ('optimizer', 'ema') if p not in saved and {'optimizer': optimizer, 'ema': ema}[p] is not None]:
         raise CheckpointError(f'{folder} holds {saved} but not {missing}: load without them, or use a checkpoint saved with them')
     content = _content(model, optimizer, ema)
-    _dcp(dcp.load, content, folder)
-    if optimizer is None: set_model_state_dict(model, content['model'])
-    else: set_state_dict(model, optimizer, model_state_dict=content['model'], optim_state_dict=content['optimizer'])
-    if ema is not None: set_model_state_dict(ema.module, content['ema'])
-    return {**json.load(open(os.path.join(folder, 'state.json'))), 'path': folder}
+    _load(content, folder)
+    _refuse_nonfinite(content, folder)
+    try:
+        if optimizer is None: set_model_state_dict(model, content['model'])
+        else: set_state_dict(model, optimizer, model_state_dict=content['model'], optim_state_dict=content['optimizer'])
+        if ema is not None: set_model_state_dict(ema.module, content['ema'])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f'{folder} does not fit this run ({type(e).__name__}: {_line(e)}): use a checkpoint of this run') from None
+    return {**state, 'path': folder}
 
 # %% ../nbs/83_dcp.ipynb #ce2e2961
 def export_sharded(ckpt: str,       # a sharded checkpoint: step folder, ckpt/ folder or run folder
@@ -151,13 +311,14 @@ def export_sharded(ckpt: str,       # a sharded checkpoint: step folder, ckpt/ f
     "Write a sharded checkpoint's full tensors as the single-file checkpoint folder that `load_model` and `rf-ref sample` read."
     from safetensors.torch import save_model
     folder = find_sharded(ckpt)
-    manifest, cfg = json.load(open(os.path.join(folder, MANIFEST))), load_config(folder)
+    manifest, cfg = _manifest(folder), load_config(folder)
     def write(part: str):
         def writer(f):
             with torch.device('meta'): model = RFModel(cfg)
             model.to_empty(device='cpu')                      # every saved tensor is read below
             state = {part: get_model_state_dict(model)}
-            _dcp(dcp.load, state, folder, alone=True)          # whole tensors, in this process
+            _load(state, folder, alone=True)                   # whole tensors, in this process
+            _refuse_nonfinite(state, folder, alone=True)
             set_model_state_dict(model, state[part])
             save_model(model if dtype is None else model.to(dtype), f)
         return writer

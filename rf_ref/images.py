@@ -12,8 +12,8 @@ from .shapes import to_tensor, article
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_HELP', 'PHOTO_QUESTION', 'IMAGENET64_HELP', 'digit_caption', 'digit_of_caption', 'Digits',
-           'photo_caption', 'CIFAR10', 'write_cifar10_fixture', 'read_class_names', 'ImageNet64',
-           'write_imagenet64_fixture', 'preview_data']
+           'photo_caption', 'CifarUnpickler', 'read_cifar10_meta', 'read_cifar10_batch', 'CIFAR10',
+           'write_cifar10_fixture', 'read_class_names', 'ImageNet64', 'write_imagenet64_fixture', 'preview_data']
 
 # %% ../nbs/03_images.ipynb #23c1ee61
 def digit_caption(label: int) -> str:
@@ -59,33 +59,89 @@ def photo_caption(name: str) -> str:
     "The caption of a class name: 'a photo of a cat', 'a photo of an airplane'."
     return f"a photo of {article(name.replace('_', ' ').strip())}"
 
-def _cifar10_class():
-    import torchvision
-    class _LocalCIFAR10(torchvision.datasets.CIFAR10):
-        # same files as the release; md5 None = check presence only (torchvision's check_integrity)
-        train_list = [[f, None] for f, _ in torchvision.datasets.CIFAR10.train_list]
-        test_list = [[f, None] for f, _ in torchvision.datasets.CIFAR10.test_list]
-        meta = {**torchvision.datasets.CIFAR10.meta, 'md5': None}
-    return _LocalCIFAR10
+# %% ../nbs/03_images.ipynb #aa371fc3
+class _Refused(pickle.UnpicklingError): "A pickle that names a global outside the allow-list: it was not run."
 
+def _latin1(text: str, encoding: str = 'latin1') -> bytes:
+    "`_codecs.encode` for what protocol-2 pickles of bytes ask of it, latin-1, and nothing else."
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'): raise _Refused(f'it calls _codecs.encode with {encoding!r}')
+    return text.encode('latin1')
+
+try: from numpy._core.multiarray import _reconstruct   # numpy 2
+except ImportError: from numpy.core.multiarray import _reconstruct
+_CIFAR_GLOBALS = {('numpy.core.multiarray', '_reconstruct'): _reconstruct, ('numpy._core.multiarray', '_reconstruct'): _reconstruct,
+                  ('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype, ('_codecs', 'encode'): _latin1}
+
+class CifarUnpickler(pickle.Unpickler):
+    "Unpickles CIFAR-10 batches: built-in containers, strings, bytes, numbers and numpy arrays; any other global is refused."
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS: return _CIFAR_GLOBALS[module, name]
+        raise _Refused(f'it calls {module}.{name}')
+
+# %% ../nbs/03_images.ipynb #2c2d53ad
+_FIX = "replace it with the release's file (cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html)"
+
+def _unpickle_cifar(path: str):
+    "The object a CIFAR-10 file pickles, read by `CifarUnpickler`; a one-line error naming the file otherwise."
+    if not os.path.isfile(path): raise FileNotFoundError(f'CIFAR-10 file {path} not found: {_FIX}')
+    try:
+        with open(path, 'rb') as f: return CifarUnpickler(f, encoding='latin1').load()
+    except _Refused as e: raise ValueError(f'CIFAR-10 file {path} was refused unread: {e}, which the release never does '
+                                           f'(a pickle that could run code); {_FIX}') from None
+    except Exception as e:
+        raise ValueError(f'CIFAR-10 file {path} is not a pickled CIFAR-10 batch ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0][:200] if str(e) else ""}); {_FIX}') from None
+
+def read_cifar10_meta(path: str) -> tuple:
+    "The class names of batches.meta: its `label_names`, ten strings."
+    meta = _unpickle_cifar(path)
+    names = meta.get('label_names') if isinstance(meta, dict) else None
+    if not (isinstance(names, list) and len(names) == 10 and all(isinstance(n, str) and n.strip() for n in names)):
+        raise ValueError(f'CIFAR-10 file {path} holds {str(names if isinstance(meta, dict) else meta)[:80]!r} where the release '
+                         f'has label_names, the ten class names; {_FIX}')
+    return tuple(names)
+
+# %% ../nbs/03_images.ipynb #cd9b4cc5
+def read_cifar10_batch(path: str,   # a batch file of cifar-10-batches-py/: data_batch_1 ... data_batch_5, test_batch
+                      ) -> tuple:   # (data (n, 3072) uint8, labels (n,) int64 in 0..9)
+    "One CIFAR-10 batch, read by `CifarUnpickler` and checked: a dict of n uint8 rows of 3072 values and n labels 0 to 9."
+    batch = _unpickle_cifar(path)
+    if not isinstance(batch, dict):
+        raise ValueError(f"CIFAR-10 file {path} holds a {type(batch).__name__}, not the release's dict of data and labels; {_FIX}")
+    data, labels = batch.get('data'), batch.get('labels')
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        what = f'{data.dtype} {data.shape}' if isinstance(data, np.ndarray) else type(data).__name__ if 'data' in batch else 'none'
+        raise ValueError(f'CIFAR-10 file {path} has data {what}; the release holds uint8 rows of 3072 values, (n, 3072); {_FIX}')
+    if not (isinstance(labels, list) or isinstance(labels, np.ndarray) and labels.ndim == 1):
+        raise ValueError(f'CIFAR-10 file {path} has labels {str(labels)[:60]!r}; the release holds a list of n ints; {_FIX}')
+    if len(labels) != len(data): raise ValueError(f'CIFAR-10 file {path} has {len(labels)} labels for {len(data)} images; {_FIX}')
+    for i, y in enumerate(labels):
+        if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer)) or not 0 <= y <= 9:
+            raise ValueError(f'CIFAR-10 file {path} has label {y!r} for image {i}; CIFAR-10 labels are the integers 0 to 9; {_FIX}')
+    return data, np.asarray(labels, dtype=np.int64)
+
+# %% ../nbs/03_images.ipynb #69ecc9cb
 class CIFAR10(Dataset):
-    "CIFAR-10 from a local root (python pickle batches), captioned by class name."
+    "CIFAR-10 from a local root (python pickle batches, read by `read_cifar10_batch`), captioned by class name."
     def __init__(self, root: str,              # the folder holding cifar-10-batches-py/
                  split: str = 'train',         # train (50,000 images) | test (10,000)
                  download: bool = False):      # fetch the release with torchvision when it is not there
         if split not in ('train', 'test'): raise ValueError(f"unknown split {split!r}; valid: train, test")
         folder = os.path.join(root, 'cifar-10-batches-py')
-        if not download and not os.path.isdir(folder):
-            raise FileNotFoundError(f'CIFAR-10 not found at {folder}: ' + CIFAR10_HELP.format(root=root))
-        try: self.ds = _cifar10_class()(root, train=split == 'train', download=download)
-        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-            raise RuntimeError(f'CIFAR-10 files under {folder} are missing or corrupt ({type(e).__name__}: {e}); '
-                               + CIFAR10_HELP.format(root=root)) from e
-        self.classes = tuple(self.ds.classes)
+        if download and not os.path.isdir(folder):
+            from torchvision.datasets import CIFAR10 as release
+            from torchvision.datasets.utils import download_and_extract_archive
+            download_and_extract_archive(release.url, root, filename=release.filename, md5=release.tgz_md5)
+        if not os.path.isdir(folder): raise FileNotFoundError(f'CIFAR-10 not found at {folder}: ' + CIFAR10_HELP.format(root=root))
+        self.classes = read_cifar10_meta(os.path.join(folder, 'batches.meta'))
+        names = [f'data_batch_{k}' for k in range(1, 6)] if split == 'train' else ['test_batch']
+        parts = [read_cifar10_batch(os.path.join(folder, n)) for n in names]
+        self.data = np.concatenate([x for x, _ in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (b, h, w, c) uint8
+        self.labels = np.concatenate([y for _, y in parts])
 
-    def __len__(self): return len(self.ds)
+    def __len__(self): return len(self.labels)
     def __getitem__(self, i):
-        img, label = self.ds.data[i], int(self.ds.targets[i])  # uint8 (h, w, c)
+        img, label = self.data[i], int(self.labels[i])
         name = self.classes[label]
         return {'image': to_tensor(img), 'caption': photo_caption(name), 'label': label, 'qa': [(PHOTO_QUESTION, name, 'class')]}
 
@@ -111,10 +167,30 @@ IMAGENET64_HELP = ('download Imagenet64_train_part1/2.zip and Imagenet64_val.zip
 
 def read_class_names(path: str) -> dict:
     "{0-based label: name} from map_clsloc.txt lines 'wnid index name', or from one name per line."
-    lines = [l.split() for l in open(path).read().splitlines() if l.strip()]
+    try: text = open(path, encoding='utf-8').read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f'class names file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): '
+                         "give the devkit's map_clsloc.txt or one name per line, saved as UTF-8") from None
+    lines = [l.split() for l in text.splitlines() if l.strip()]
     if all(len(l) == 3 and l[1].isdigit() for l in lines): return {int(l[1]) - 1: l[2] for l in lines}
     return {k: ' '.join(l) for k, l in enumerate(lines)}
 
+def _check_arrays(p: str, x: np.ndarray, y: np.ndarray):
+    "Refuse an ImageNet-64 file whose data are not uint8 rows of 12288 values or whose labels are not n integers 1 to 1000."
+    if y.ndim != 1 or y.dtype.kind not in 'iuf':
+        raise RuntimeError(f'ImageNet-64 file {p} has labels of {y.dtype} {y.shape}; the format holds one integer label, '
+                           '1 to 1000, per image: the file is damaged or not Downsampled ImageNet')
+    if (odd := ~np.isfinite(y) | (y != np.round(y)) if y.dtype.kind == 'f' else np.zeros(len(y), bool)).any():
+        raise RuntimeError(f'ImageNet-64 file {p} has label {y[odd][0]} for image {np.flatnonzero(odd)[0]}; the format numbers '
+                           'classes with the integers 1 to 1000: the file is damaged or not Downsampled ImageNet')
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 64 * 64 or len(y) != len(x):
+        raise RuntimeError(f'ImageNet-64 file {p} has data {x.dtype} {x.shape} and {len(y)} labels; '
+                           f'expected uint8 (n, 12288) rows with n labels')
+    if len(y) and (y.min() < 1 or y.max() > 1000):
+        raise RuntimeError(f'ImageNet-64 file {p} has labels from {y.min()} to {y.max()}; the format numbers classes '
+                           f'1 to 1000: the file is damaged or not Downsampled ImageNet')
+
+# %% ../nbs/03_images.ipynb #6caaabb9
 class ImageNet64(Dataset):
     "Downsampled ImageNet 64x64 from its npz batch files."
     def __init__(self, root: str,                   # the folder holding the npz files
@@ -135,12 +211,7 @@ class ImageNet64(Dataset):
                     x, y = f['data'], np.asarray(f['labels'])
             except Exception as e:
                 raise RuntimeError(f'ImageNet-64 file {p} is corrupt ({type(e).__name__}: {e}); ' + IMAGENET64_HELP.format(root=root)) from e
-            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 64 * 64 or len(y) != len(x):
-                raise RuntimeError(f'ImageNet-64 file {p} has data {x.dtype} {x.shape} and {len(y)} labels; '
-                                   f'expected uint8 (n, 12288) rows with n labels')
-            if len(y) and (y.min() < 1 or y.max() > 1000):
-                raise RuntimeError(f'ImageNet-64 file {p} has labels from {y.min()} to {y.max()}; the format numbers classes '
-                                   f'1 to 1000: the file is damaged or not Downsampled ImageNet')
+            _check_arrays(p, x, y)
             data.append(x); labels.append(y)
         self.data = np.concatenate(data); self.labels = np.concatenate(labels).astype(np.int64) - 1  # 0-based
         default = os.path.join(root, 'map_clsloc.txt')
