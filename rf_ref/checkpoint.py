@@ -4,7 +4,7 @@
 
 # %% ../nbs/45_checkpoint.ipynb #49b34b19
 from __future__ import annotations
-import hashlib, json, os, re, shutil, signal, sys, tempfile
+import hashlib, json, math, os, re, shutil, signal, sys, tempfile
 import torch
 from torch import nn
 from .config import Config, config_from_dict, config_to_dict
@@ -88,6 +88,8 @@ def write_folder(path: str,                # the folder to create (replaced whol
     return path
 
 # %% ../nbs/45_checkpoint.ipynb #2ed43ac3
+def _count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
 def verify(path: str,           # a checkpoint folder
           ) -> dict | None:     # its manifest; None: no manifest (the older format)
     "Check the files of a checkpoint folder against its manifest: present, of the written size and SHA-256."
@@ -99,6 +101,10 @@ def verify(path: str,           # a checkpoint folder
     if not isinstance(manifest, dict) or manifest.get('format') != FORMAT or not isinstance(manifest.get('files'), dict):
         raise CheckpointError(f'{mf} is not an rf_ref manifest: {path} was not written by rf_ref')
     for fname, want in manifest['files'].items():
+        if not (isinstance(want, dict) and _count(want.get('bytes')) and isinstance(want.get('sha256'), str)) \
+           or fname in ('', '.', '..') or os.path.basename(fname) != fname:
+            raise CheckpointError(f'{mf} is damaged: its entry {fname!r} is not a file of the folder with its "bytes" and '
+                                  f'"sha256": {fix}')
         f = os.path.join(path, fname)
         if not os.path.exists(f): raise CheckpointError(f'{f} is missing (the manifest lists it): {fix}')
         size = os.path.getsize(f)
@@ -230,15 +236,19 @@ def pack_state(opt_state: dict,  # an optimizer's `state_dict()`
 
 def unpack_state(tensors: dict,  # from `pack_state` (as read back from safetensors)
                  groups: list,   # from `pack_state` (as read back from JSON)
+                 restore_rng: bool = True,  # also set the RNG states from `tensors`
                 ) -> dict:       # the optimizer's `state_dict()`
     "Put back what `pack_state` took apart, and restore the RNG states."
     state = {}
     for key, v in tensors.items():
         if key.startswith('opt.'): _, i, k = key.split('.', 2); state.setdefault(int(i), {})[k] = v
+    if restore_rng: _restore_rng(tensors)
+    return {'state': state, 'param_groups': [{**g, 'betas': tuple(g['betas'])} if 'betas' in g else g for g in groups]}
+
+def _restore_rng(tensors: dict):
     torch.set_rng_state(tensors['rng.cpu'])
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith('rng.cuda.')), key=lambda k: int(k.split('.')[-1]))]
     if cuda and torch.cuda.is_available(): torch.cuda.set_rng_state_all(cuda[:torch.cuda.device_count()])
-    return {'state': state, 'param_groups': [{**g, 'betas': tuple(g['betas'])} if 'betas' in g else g for g in groups]}
 
 # %% ../nbs/45_checkpoint.ipynb #f1bd6eae
 def load_legacy_state(file: str,     # the state.pt of an older checkpoint
@@ -281,24 +291,98 @@ def save_checkpoint(root: str,           # a run's ckpt/ folder: the checkpoint 
                                       'state.json': _json_writer({'step': step, 'history': history, 'param_groups': groups}),
                                       'config.json': _json_writer(config_to_dict(cfg))}, keep_last)
 
+
+# %% ../nbs/45_checkpoint.ipynb #0c6a1f3f
+def _damaged(f, what): return CheckpointError(f'{f} {what}: the checkpoint is damaged; use an older checkpoint of the run')
+
+def _check_state(st, f: str, keys=('step', 'history', 'param_groups')):
+    "state.json (or a legacy state.pt): an object with `keys`, a step >= 0, a list of metric records."
+    if not isinstance(st, dict): raise _damaged(f, 'is not an object of the step, the history and the optimizer groups')
+    if missing := [k for k in keys if k not in st]: raise _damaged(f, f'has no {missing[0]!r}')
+    if not _count(st['step']): raise _damaged(f, f'has step={st["step"]!r}, not an integer >= 0')
+    if not (isinstance(st['history'], list) and all(isinstance(r, dict) for r in st['history'])):
+        raise _damaged(f, 'has a history that is not a list of records')
+
+def _read_json_state(f: str) -> dict:
+    try: st = json.load(open(f))
+    except (ValueError, UnicodeDecodeError) as e: raise _damaged(f, f'is not valid JSON ({e})') from None
+    _check_state(st, f); return st
+
+def _read_state_tensors(f: str, device) -> dict:
+    from safetensors.torch import load_file
+    if not os.path.exists(f): raise CheckpointError(f'{f} not found: the checkpoint folder is incomplete; use an older checkpoint')
+    try: return load_file(f, device=str(device))
+    except Exception as e: raise _damaged(f, f'cannot be read ({str(e)[:80]})') from None
+
+def _unpack(tensors: dict, groups, jf: str, sf: str, restore_rng: bool = True) -> dict:
+    "`unpack_state`, after checking what damage would break it on."
+    bad = [k for k in tensors if not re.fullmatch(r'opt\.\d+\.\w+|rng\.cpu|rng\.cuda\.\d+', k)]
+    if bad or 'rng.cpu' not in tensors: raise _damaged(sf, f'holds {bad[0]!r}' if bad else 'has no rng.cpu')
+    rng, like = tensors['rng.cpu'], torch.get_rng_state()
+    if (rng.dtype, rng.shape) != (like.dtype, like.shape): raise _damaged(sf, f'holds an rng.cpu of {rng.dtype} {tuple(rng.shape)}')
+    if not (isinstance(groups, list) and all(isinstance(g, dict) for g in groups)):
+        raise _damaged(jf, 'has param_groups that are not a list of groups')
+    try: return unpack_state(tensors, groups, restore_rng)
+    except (RuntimeError, TypeError, ValueError) as e: raise _damaged(sf, f'holds an unusable state ({str(e)[:80]})') from None
+
+
+# %% ../nbs/45_checkpoint.ipynb #0c6a1f40
+def _is_index(i) -> bool: return isinstance(i, int) and not isinstance(i, bool)
+
+def _check_optimizer(opt: dict, model: nn.Module, optimizer, jf: str, sf: str):
+    "The saved groups (in `jf`) match `optimizer`'s when given; each moment (in `sf`) has its parameter's shape, finite values."
+    if not (isinstance(opt, dict) and isinstance(opt.get('state'), dict) and isinstance(opt.get('param_groups'), list) and
+            all(isinstance(g, dict) and isinstance(g.get('params'), list) and all(map(_is_index, g['params'])) for g in opt['param_groups'])):
+        raise _damaged(jf, 'has param_groups that are not groups of parameter indices')
+    groups, index = opt['param_groups'], {}
+    if optimizer is not None:
+        own = optimizer.param_groups
+        if [len(g['params']) for g in groups] != [len(g['params']) for g in own] or \
+           [g.get('name') for g in groups] != [g.get('name') for g in own]:
+            raise _damaged(jf, f'has {len(groups)} parameter groups of {[len(g["params"]) for g in groups]} parameters, but the '
+                           f'model\'s optimizer has {len(own)} of {[len(g["params"]) for g in own]} (another model or version?)')
+        index = {i: tuple(p.shape) for g, o in zip(groups, own) for i, p in zip(g['params'], o['params'])}
+    for g in groups:
+        for k in ('lr', 'eps', 'weight_decay', *(('betas',) if 'betas' in g else ())):
+            v = g.get(k, 'missing'); v = list(v) if isinstance(v, (list, tuple)) else [v]
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+                raise _damaged(jf, f'has a parameter group with {k}={g.get(k, "missing")!r}, not a finite number')
+    shapes, listed = {tuple(p.shape) for p in model.parameters()}, {i for g in groups for i in g['params']}
+    for i, st in opt['state'].items():
+        for k, v in (st.items() if isinstance(st, dict) else [('?', st)]):
+            if not torch.is_tensor(v): raise _damaged(sf, f'holds the optimizer state {i}.{k}, which is not a tensor')
+            want = () if k == 'step' else index.get(i)
+            if i not in listed: raise _damaged(sf, f'holds the optimizer state {i}.{k} of a parameter that no group lists')
+            if (want is None and tuple(v.shape) not in shapes) or (want is not None and tuple(v.shape) != want):
+                raise _damaged(sf, f'holds the optimizer state {i}.{k} of shape {tuple(v.shape)}, but ' +
+                               (f'its parameter is {want}' if want is not None else 'no parameter of the model has that shape'))
+            if v.is_floating_point() and not torch.isfinite(v).all(): raise _damaged(sf, f'holds NaN or inf in the optimizer state {i}.{k}')
+
+
+# %% ../nbs/45_checkpoint.ipynb #0c6a1f41
 def load_train_state(ckpt: str,          # one checkpoint folder (`find_checkpoint` finds it)
                      model: nn.Module,   # receives model.safetensors
                      ema: nn.Module,     # receives ema.safetensors
                      device='cpu',       # where the weights and the optimizer's tensors go
+                     optimizer=None,     # the run's optimizer: its groups and parameters the saved state must fit
                     ) -> dict:           # {'step', 'history', 'optimizer': for the optimizer's `load_state_dict`}
-    "Load a run's weights into `model` and `ema`, restore the RNG states, and return the rest of its state."
-    from safetensors.torch import load_file
+    "Load a run's weights into `model` and `ema`, restore the RNG states, and return the rest of its state, all checked first."
     for f in ('model.safetensors', 'ema.safetensors'):
         if not os.path.exists(os.path.join(ckpt, f)):
             raise CheckpointError(f'{os.path.join(ckpt, f)} not found: {ckpt} can be sampled from but not resumed (an export?)')
+    jf, sf = os.path.join(ckpt, 'state.json'), os.path.join(ckpt, 'state.safetensors')
+    if os.path.exists(jf):
+        st = _read_json_state(jf); tensors = _read_state_tensors(sf, device)
+        _check_optimizer(_unpack(tensors, st['param_groups'], jf, sf, restore_rng=False), model, optimizer, jf, sf)
+    else:  # older format: a pickled state.pt, read by the restricted unpickler
+        jf = sf = os.path.join(ckpt, 'state.pt'); st = load_legacy_state(jf, device)
+        _check_state(st, jf, ('step', 'history', 'optimizer', 'rng')); _check_optimizer(st['optimizer'], model, optimizer, jf, sf)
     load_weights(model, os.path.join(ckpt, 'model.safetensors'), device)
     load_weights(ema, os.path.join(ckpt, 'ema.safetensors'), device)
-    if os.path.exists(os.path.join(ckpt, 'state.json')):
-        st = json.load(open(os.path.join(ckpt, 'state.json')))
-        opt = unpack_state(load_file(os.path.join(ckpt, 'state.safetensors'), device=str(device)), st['param_groups'])
-    else:  # older format: a pickled state.pt, read by the restricted unpickler
-        st = load_legacy_state(os.path.join(ckpt, 'state.pt'), device); opt = st['optimizer']
-        torch.set_rng_state(st['rng']['cpu'].cpu())
+    if 'optimizer' in st:
+        try: torch.set_rng_state(st['rng']['cpu'].cpu()); opt = st['optimizer']
+        except (KeyError, TypeError, AttributeError, RuntimeError) as e: raise _damaged(jf, f'has no usable RNG state ({e})') from None
+    else: opt = _unpack(tensors, st['param_groups'], jf, sf)   # restores the RNG states: the last thing done
     return {'step': st['step'], 'history': st['history'], 'optimizer': opt}
 
 def run_dir(ckpt: str,  # a checkpoint folder: <run>/ckpt/step-N, or <run>/ckpt in the older format
@@ -324,12 +408,25 @@ def default_device(spec=None,  # 'cpu', 'cuda', 'cuda:1', 'mps', a torch.device;
     return dev
 
 # %% ../nbs/45_checkpoint.ipynb #9a7f2c64
+def _sampling_checkpoint(path: str) -> str:
+    "The checkpoint `path` names, or, when that is sharded (`rf-ref train --distributed`), the run's export beside it."
+    ck = find_checkpoint(path); manifest = lambda d: json.load(open(os.path.join(d, MANIFEST)))   # verified by find_checkpoint
+    if not os.path.exists(os.path.join(ck, MANIFEST)) or manifest(ck).get('kind') != 'sharded': return ck
+    run = run_dir(ck); export = os.path.join(run, 'export')
+    if not is_checkpoint(export):
+        raise CheckpointError(f'{ck} is a sharded checkpoint (from `rf-ref train --distributed`), which sampling does not read, and '
+                              f'{export} does not exist: export it with rf_ref.dcp.export_sharded({run!r}, {export!r}), then pass --ckpt {export}')
+    ex = find_checkpoint(export); step = manifest(ex).get('step') if os.path.exists(os.path.join(ex, MANIFEST)) else None
+    if step != manifest(ck).get('step'):
+        _warn(f'{path}: its newest checkpoint {os.path.basename(ck)} is sharded; using {export}, exported at step {step}')
+    return ex
+
 def load_model(path: str,         # a checkpoint folder, a run's ckpt/ folder or the run folder (its newest intact checkpoint)
                ema: bool = True,  # the EMA of the weights (to sample from); False: the trained weights
                device=None,       # see `default_device`
               ) -> RFModel:       # in eval mode
-    "The model of a checkpoint, for sampling and evaluation."
-    ck = find_checkpoint(path)
+    "The model of a checkpoint, for sampling and evaluation; a run whose checkpoints are sharded is read from its export."
+    ck = _sampling_checkpoint(path)
     model = RFModel(load_config(ck))
     load_weights(model, os.path.join(ck, 'ema.safetensors' if ema else 'model.safetensors'))
     return model.to(default_device(device)).eval()

@@ -4,16 +4,16 @@
 
 # %% ../nbs/90_cli.ipynb #3a95d6ed
 from __future__ import annotations
-import argparse, json, os, sys
+import argparse, json, math, os, sys
 from pathlib import Path
 from .config import get_config, config_to_dict
 from .presets import PRESETS
 
 # %% auto #0
-__all__ = ['positive', 'Parser', 'at_least', 'positive_float', 'writable', 'cmd_presets', 'cmd_config', 'gpu_counts', 'cmd_plan',
-           'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl', 'cmd_pretrain_autoencoder',
-           'check_prompts', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate', 'cmd_demo', 'build_parser',
-           'main']
+__all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
+           'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
+           'cmd_pretrain_autoencoder', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate', 'cmd_demo',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -31,18 +31,24 @@ def at_least(low: int):
 
 positive = at_least(1)
 
-def positive_float(text: str) -> float:
-    "argparse type: a number > 0."
+def finite_float(text: str) -> float:
+    "argparse type: a number, neither NaN nor infinite (every float flag uses this or `positive_float`)."
     try: v = float(text)
     except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if not v > 0: raise argparse.ArgumentTypeError(f'{v} must be greater than 0')
+    if not math.isfinite(v): raise argparse.ArgumentTypeError(f'{text} is not a finite number: give a plain number, e.g. 2.5')
+    return v
+
+def positive_float(text: str) -> float:
+    "argparse type: a finite number > 0."
+    if not (v := finite_float(text)) > 0: raise argparse.ArgumentTypeError(f'{v} must be greater than 0')
     return v
 
 def writable(path: str, flag: str, folder: bool = False) -> str:
-    "Raise unless `path` can be written as a file (or a folder): nothing in the way, and its nearest existing folder writable."
+    "Raise unless `path` can be written as a file (or a folder): an existing one is replaced (or written into), and its folder is writable."
     p = os.path.abspath(path)
     if os.path.exists(p) and os.path.isdir(p) != folder:
         raise ValueError(f'{flag} {path} is {"a file" if folder else "a folder"}: give a {"folder" if folder else "file"} path')
+    if os.path.isfile(p): p = os.path.dirname(p)   # an existing file is replaced inside its folder
     while not os.path.exists(p): p = os.path.dirname(p)
     if not os.path.isdir(p): raise ValueError(f'{flag} {path} cannot be written: {p} is a file, not a folder; choose another path')
     if not os.access(p, os.W_OK): raise ValueError(f'{flag} {path} cannot be written: no permission to write in {p}; choose another path')
@@ -146,34 +152,19 @@ def cmd_pretrain_autoencoder(args):
           f"wrote {args.out}")
 
 # %% ../nbs/90_cli.ipynb #e2ab3593
-def check_prompts(prompts, tok, max_text_len: int) -> list:
-    "Raise on an empty, non-UTF-8 or untokenizable prompt; return a warning for each prompt cut to `max_text_len`."
-    warnings, keep = [], max_text_len - 2   # begin- and end-of-text take two places
-    for i, p in enumerate(prompts, 1):
-        try: p.encode('utf-8')
-        except UnicodeEncodeError as e:
-            bad = ord(p[e.start]) - 0xDC00 if 0xDC80 <= ord(p[e.start]) <= 0xDCFF else ord(p[e.start])
-            raise ValueError(f'prompt {i} is not valid UTF-8 (byte 0x{bad:02x} at character {e.start}): pass the caption as UTF-8 text') from None
-        if not p.strip(): raise ValueError(f'prompt {i} is empty: give a caption, e.g. --prompt "a red circle"')
-        ids = tok.encode(p)
-        if len(ids) > keep:
-            warnings.append(f'prompt {i} is {len(ids):,} tokens long; data.max_text_len={max_text_len} keeps the first {keep}: '
-                            f'{tok.decode(ids[:keep])!r}')
-    return warnings
-
 def cmd_sample(args):
     "Generate images for prompts from a checkpoint, with their R blueprints."
     import torch, matplotlib; matplotlib.use('Agg')
     from rf_ref.checkpoint import load_model
     from rf_ref.data import load_tokenizer
-    from rf_ref.sample import generate, show_samples
-    from dataclasses import replace
+    from rf_ref.config import override
+    from rf_ref.sample import generate, show_samples, check_prompts
     writable(args.out, '--out')
     model = load_model(args.ckpt, device=args.device)
     for w in check_prompts(args.prompt, load_tokenizer(model.cfg.data.tokenizer), model.cfg.data.max_text_len):
         print(f'warning: {w}', file=sys.stderr)
-    s = model.cfg.sample
-    s = replace(s, **{k: v for k, v in (('w_rep', args.w_rep), ('w_pix', args.w_pix), ('steps', args.sample_steps)) if v is not None})
+    s = override(model.cfg, {f'sample.{k}': v for k, v in (('w_rep', args.w_rep), ('w_pix', args.w_pix), ('steps', args.sample_steps))
+                             if v is not None}).sample
     prompts = [p for p in args.prompt for _ in range(args.n)]
     dev = next(model.parameters()).device
     out = generate(model, prompts, scfg=s, generator=torch.Generator(dev).manual_seed(args.seed), progress=True)
@@ -271,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mfu', type=positive_float, default=0.4, help='model FLOPs utilization assumed for the time (default 0.4)')
     p.add_argument('--peak-tflops', type=positive_float, default=989.0, help='bf16 dense peak per GPU (default 989, H100 SXM)')
     p.add_argument('--tokens', type=positive, default=32_768, help='tokens per packed row, one row per GPU per step')
-    p.add_argument('--generation', type=float, default=0.6, help='share of the budget in text-to-image documents')
-    p.add_argument('--understanding', type=float, default=0.2, help='share in image-to-text documents')
-    p.add_argument('--text', type=float, default=0.2, help='share in pure-text documents')
+    p.add_argument('--generation', type=finite_float, default=0.6, help='share of the budget in text-to-image documents')
+    p.add_argument('--understanding', type=finite_float, default=0.2, help='share in image-to-text documents')
+    p.add_argument('--text', type=finite_float, default=0.2, help='share in pure-text documents')
     p.add_argument('overrides', nargs='*', help='key=value overrides of the preset')
     p.set_defaults(fn=cmd_plan)
     p = sub.add_parser('preview', help='save captioned grids of the offline data sets')
@@ -316,14 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('pretrain-autoencoder', help='stage 0 for latent space: train the small VAE on Shapes')
     p.add_argument('--out', required=True); p.add_argument('--steps', type=positive, default=3000)
     p.add_argument('--batch-size', type=positive, default=64); p.add_argument('--lr', type=positive_float, default=1e-3)
-    p.add_argument('--kl-weight', type=float, default=1e-4); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--kl-weight', type=finite_float, default=1e-4); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default=None)
     p.set_defaults(fn=cmd_pretrain_autoencoder)
     p = sub.add_parser('sample', help='generate images for prompts from a checkpoint')
     p.add_argument('--ckpt', required=True, help='checkpoint folder (a run\'s ckpt/, or data/rf_shapes-tiny)')
     p.add_argument('--prompt', action='append', required=True, help='a caption; repeat for several')
     p.add_argument('--n', type=positive, default=4, help='images per prompt'); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--w-rep', type=float, default=None); p.add_argument('--w-pix', type=float, default=None)
+    p.add_argument('--w-rep', type=finite_float, default=None); p.add_argument('--w-pix', type=finite_float, default=None)
     p.add_argument('--sample-steps', type=positive, default=None); p.add_argument('--device', default=None)
     p.add_argument('--out', default='outputs/samples.png')
     p.set_defaults(fn=cmd_sample)
@@ -373,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_ablate)
     p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
     p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default='shapes-tiny')
-    p.add_argument('--steps', type=positive, default=None, help="training steps (default: the preset's; the same on every machine)")
+    p.add_argument('--steps', type=positive, default=None, help="training steps (default: the preset's, a count rather than a time budget)")
     p.add_argument('--max-minutes', type=positive_float, default=60, help='safety cap on training time; the summary says if it fired')
     p.add_argument('--no-shipped', action='store_true', help='skip the shipped checkpoint')
     p.add_argument('--eval-prompts', type=positive, default=10, help='ShapesEval prompts per category (4 images each)')

@@ -168,6 +168,9 @@ class TrainConfig:
     ckpt_every: int = 1_000
     keep_last: int = 3                # checkpoint folders kept under <run>/ckpt (the newest); older ones are deleted
     max_bad_steps: int = 0            # batches with a non-finite loss or gradient skipped (and logged) before training stops
+    max_loss_ratio: float = 100.0     # stop when a step's loss exceeds this times the run's first logged loss: a blow-up is
+                                      # caught while the loss is still finite, before the weights turn to NaN
+    dist_timeout: float = 300.0       # seconds a rank waits for the others in a collective: a dead rank fails the run, not hangs it
     out_dir: str = 'runs/default'
 
 # %% ../nbs/00_config.ipynb #1e8d2e56
@@ -212,10 +215,11 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'model': 'latent_chan
                'vq': 'sinkhorn_iters', 'mot': 'vocab_size width depth heads kv_heads head_dim ffn_hidden n_experts max_position',
                'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
-             'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult', 'stage': 'lr'}
+             'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
 _AT_LEAST_0 = {'data': 'n_train n_test', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
                'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k',
                'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size'}
+_ABOVE_1 = {'train': 'max_loss_ratio'}   # a ratio to the first loss: at or below 1 stops a healthy run
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]
 _CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'text-image'), 'vq.init': ('kmeans++', 'random'),
             'flow.t_sampler': ('logit_normal', 'uniform'), 'sample.sampler': ('euler', 'heun'),
@@ -232,6 +236,10 @@ def _type_ok(v, t) -> bool:
     if t is int: return isinstance(v, int) and not isinstance(v, bool)
     return isinstance(v, t) if t in _A else True
 
+def _finite(v) -> bool:
+    "No NaN or inf in a number, or among the numbers of a tuple."
+    return all(math.isfinite(x) for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, float))
+
 def _check_fields(obj, section: str, where: str):
     "Types and ranges of the plain fields of one config section; `where` is its dotted prefix."
     hints = typing.get_type_hints(type(obj))
@@ -239,8 +247,10 @@ def _check_fields(obj, section: str, where: str):
         v, t = getattr(obj, f.name), hints[f.name]
         if dataclasses.is_dataclass(t) or f.name == 'stages': continue
         _check(_type_ok(v, t), f'{where}{f.name}={v!r} is not {_A[t]}: set it like {where}{f.name}={_default(obj, f.name)!r}')
+        _check(_finite(v), f'{where}{f.name}={v!r} {"holds NaN or inf" if isinstance(v, tuple) else "is not a finite number"}: '
+               f'set it like {where}{f.name}={_default(obj, f.name)!r}')
     bounds = ((_AT_LEAST_1, lambda v: v >= 1, '>= 1'), (_POSITIVE, lambda v: v > 0, '> 0'),
-              (_AT_LEAST_0, lambda v: v >= 0, '>= 0'), (_FRACTION, lambda v: 0 <= v <= 1, 'in [0, 1]'))
+              (_AT_LEAST_0, lambda v: v >= 0, '>= 0'), (_ABOVE_1, lambda v: v > 1, '> 1'), (_FRACTION, lambda v: 0 <= v <= 1, 'in [0, 1]'))
     for table, ok, text in bounds:
         for name in table.get(section, '').split():
             v = getattr(obj, name)
@@ -252,10 +262,12 @@ def validate(cfg: Config) -> Config:
     for section in ('data', 'encoder', 'vq', 'mot', 'model', 'flow', 'sample', 'train'):
         _check_fields(getattr(cfg, section), section, f'{section}.')
     t = cfg.train
-    _check(isinstance(t.stages, tuple) and len(t.stages) > 0, 'train.stages is empty: give at least one StageConfig')
+    fix = 'change a stage field by field, e.g. train.stages.0.steps=100 (a preset sets the list of stages)'
+    _check(isinstance(t.stages, tuple), f'train.stages={t.stages!r} is not a tuple of StageConfig: {fix}')
+    _check(len(t.stages) > 0, 'train.stages is empty: give at least one StageConfig')
     for i, s in enumerate(t.stages):
         _check(dataclasses.is_dataclass(s) and [f.name for f in fields(s)] == [f.name for f in fields(StageConfig)],
-               f'train.stages.{i} is a {type(s).__name__}, not a StageConfig')
+               f'train.stages.{i}={s!r} is not a StageConfig: {fix}')
         _check_fields(s, 'stage', f'train.stages.{i}.')
         _check(all(isinstance(g, str) for g in s.train), f'train.stages.{i}.train={s.train!r} must be a tuple of group names')
         if s.image_size and s.image_size != cfg.data.image_size:   # a stage at its own resolution (see the train notebook)
@@ -331,7 +343,7 @@ def _set(obj, path: list, value, full: str):
     if isinstance(value, str):
         typ = _field_type(obj, head)
         try: value = _parse(value, typ)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, OverflowError):   # OverflowError: 1e999 for an integer
             raise ValueError(f'{full}={value!r} is not {_A.get(typ, "valid")}: write it like {full}={_default(obj, head)!r}') from None
     return replace(obj, **{head: value})
 

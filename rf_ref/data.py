@@ -74,7 +74,10 @@ class HFTokenizer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f'tokenizer file {path} not found: pass the tokenizer.json of a local checkpoint '
                                     f"(e.g. Qwen3-30B-A3B's), or data.tokenizer='bytes' for the toy tokenizer")
-        self.tk = Tokenizer.from_file(path)
+        try: self.tk = Tokenizer.from_file(path)
+        except Exception as e:   # the Rust binding raises a bare Exception for a file that is not a tokenizer.json
+            raise ValueError(f'tokenizer file {path} is not a Hugging Face tokenizer.json ({" ".join(str(e).split())[:80]}): pass '
+                             f"the tokenizer.json of a local checkpoint, or data.tokenizer='bytes' for the toy tokenizer") from None
         missing = [t for t in specials.values() if self.tk.token_to_id(t) is None]
         if missing: self.tk.add_special_tokens([AddedToken(t, special=True) for t in missing])
         self.special = {name: self.tk.token_to_id(t) for name, t in specials.items()}

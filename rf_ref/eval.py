@@ -305,7 +305,8 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
     report['judge'] = {'path': getattr(judge, 'path', None), 'sha256': getattr(judge, 'sha256', None)}
     report['hardware'], report['seconds'] = hardware_info(), round(time.time() - t0, 2)
     if out_json:
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True); Path(out_json).write_text(json.dumps(report, indent=1))
+        from rf_ref.checkpoint import write_text_atomic   # a rerun replaces the report whole, or leaves the old one
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True); write_text_atomic(str(out_json), json.dumps(report, indent=1))
     return report
 
 # %% ../nbs/21_eval.ipynb #27a5c2f7

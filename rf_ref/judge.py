@@ -246,11 +246,20 @@ def load_judge(path=None) -> Judge:
                                 f'`rf-ref train-judge --out {path}` (a few minutes on 2 CPU cores), '
                                 f'or pass the path of a judge.safetensors file')
     key = (str(path.resolve()), path.stat().st_mtime)
+    fix = 'pass a file written by `rf-ref train-judge`, or none for the shipped data/judge.safetensors'
     if key not in _JUDGES:
-        with safe_open(str(path), 'pt') as f:
-            cfg = json.loads((f.metadata() or {}).get('config', '{}'))
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        judge = Judge(JudgeConfig(**{**cfg, 'dilations': tuple(cfg.get('dilations', JudgeConfig.dilations))}))
+        try:
+            with safe_open(str(path), 'pt') as f:
+                cfg, state = json.loads((f.metadata() or {}).get('config', '{}')), {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise ValueError(f'judge weights {path} cannot be read ({" ".join(str(e).split())[:60]}): it is truncated or not '
+                             f'a safetensors file; {fix}') from None
+        try: judge = Judge(JudgeConfig(**{**cfg, 'dilations': tuple(cfg.get('dilations', JudgeConfig.dilations))}))
+        except (TypeError, ValueError): judge = None   # a config of some other model
+        own = judge.state_dict() if judge else {}
+        if not own or set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
+            raise ValueError(f'{path} holds {len(state)} tensors that are not the ShapesEval judge\'s weights (e.g. '
+                             f'{next(iter(sorted(set(state) - set(own))), next(iter(state), "none"))!r}): {fix}')
         judge.load_state_dict(state)
         judge.path, judge.sha256 = str(path), hashlib.sha256(path.read_bytes()).hexdigest()  # recorded in eval reports
         _JUDGES[key] = judge.eval()

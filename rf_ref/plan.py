@@ -4,6 +4,7 @@
 
 # %% ../nbs/81_plan.ipynb #5a74a71d
 from __future__ import annotations
+import math
 from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -118,7 +119,7 @@ class Workload:
 
     def __post_init__(self):
         shares = (self.generation, self.understanding, self.text)
-        if min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
+        if not all(map(math.isfinite, shares)) or min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:   # NaN passes < and >
             raise ValueError(f'workload shares generation={self.generation}, understanding={self.understanding}, '
                              f'text={self.text} must be >= 0 and sum to 1')
 
@@ -185,7 +186,7 @@ def plan(cfg: Config,               # the model and its stages (`get_config('pap
         if not isinstance(v, int) or v < 1: raise ValueError(f'{name}={v!r} must be a positive integer')
     if gpus % replicas: raise ValueError(f'gpus={gpus} is not a multiple of replicas={replicas}: each replica needs the same shard group')
     if not 0 < mfu <= 1: raise ValueError(f'mfu={mfu} must be in (0, 1], e.g. 0.4')
-    if gpu_memory <= 0 or peak_tflops <= 0: raise ValueError(f'gpu_memory={gpu_memory} and peak_tflops={peak_tflops} must be positive')
+    if not (0 < gpu_memory < math.inf and 0 < peak_tflops < math.inf): raise ValueError(f'gpu_memory={gpu_memory} and peak_tflops={peak_tflops} must be positive and finite')
     w, counts, shard = workload or Workload(), count_params(cfg), gpus // replicas
     total = sum(t for t, _ in counts.values())
     trainable = total - sum(t for k, (t, _) in counts.items() if 'frozen' in k)

@@ -17,7 +17,7 @@ from .checkpoint import load_model
 # %% auto #0
 __all__ = ['MODES', 'SAMPLE_CLAMP', 'prompt_batch', 'sample_top_k', 'sample_rep_tokens', 'pixel_velocity', 'sample_pixels',
            'generate', 'blueprint', 'show_samples', 'question_batch', 'greedy_answer_ids', 'answer', 'RFGenerator',
-           'load_generator']
+           'load_generator', 'check_prompts']
 
 # %% ../nbs/40_sample.ipynb #757465a3
 def prompt_batch(model: RFModel,  # its config gives the sizes of the R and P blocks
@@ -299,6 +299,25 @@ def load_generator(ckpt: str,            # a checkpoint folder, a run's ckpt/ fo
                    **sample_overrides,   # SampleConfig fields to change, e.g. w_pix=1.0
                   ) -> RFGenerator:
     "An `RFGenerator` over the EMA weights of a checkpoint."
-    from dataclasses import replace
+    from rf_ref.config import override   # validated like any config field: a NaN guidance scale is refused here
     model = load_model(ckpt, device=device)
-    return RFGenerator(model, scfg=replace(model.cfg.sample, **sample_overrides), seed=seed)
+    return RFGenerator(model, scfg=override(model.cfg, {f'sample.{k}': v for k, v in sample_overrides.items()}).sample, seed=seed)
+
+# %% ../nbs/40_sample.ipynb #8d5f2b63
+def check_prompts(prompts: list,     # captions as given (a command line may hand over undecodable bytes as surrogates)
+                  tok,               # the model's tokenizer (`data.load_tokenizer`)
+                  max_text_len: int, # `data.max_text_len`, begin- and end-of-text included
+                 ) -> list:          # a warning for each prompt cut to fit
+    "Raise on an empty, non-UTF-8 or untokenizable prompt; return a warning for each prompt cut to `max_text_len`."
+    warnings, keep = [], max_text_len - 2   # begin- and end-of-text take two places
+    for i, p in enumerate(prompts, 1):
+        try: p.encode('utf-8')
+        except UnicodeEncodeError as e:
+            bad = ord(p[e.start]) - 0xDC00 if 0xDC80 <= ord(p[e.start]) <= 0xDCFF else ord(p[e.start])
+            raise ValueError(f'prompt {i} is not valid UTF-8 (byte 0x{bad:02x} at character {e.start}): pass the caption as UTF-8 text') from None
+        if not p.strip(): raise ValueError(f'prompt {i} is empty: give a caption, e.g. --prompt "a red circle"')
+        ids = tok.encode(p)
+        if len(ids) > keep:
+            warnings.append(f'prompt {i} is {len(ids):,} tokens long; data.max_text_len={max_text_len} keeps the first {keep}: '
+                            f'{tok.decode(ids[:keep])!r}')
+    return warnings
