@@ -4,17 +4,17 @@
 
 # %% ../nbs/84_launch.ipynb #140ad4d9
 from __future__ import annotations
-import json, os, time, types, warnings
+import datetime, json, os, sys, time, types, warnings
 from itertools import accumulate
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
-from .checkpoint import MANIFEST, default_device, load_config, load_weights, run_dir, step_folders, write_text_atomic
+from .checkpoint import MANIFEST, CheckpointError, default_device, load_config, load_weights, step_folders
 from .config import Config
 from .data import build_dataset, find_data_file, load_tokenizer
-from .dcp import export_sharded, find_sharded, load_sharded, save_sharded
+from .dcp import export_sharded, load_sharded, save_sharded
 from .ema import EMA
 from .model import RFModel
 from .packing import Packed, packed_losses
@@ -23,6 +23,7 @@ from .plan import plan
 from .scale import build_model
 from .pretrain import load_stage0
 from .train import Divergence, Trainer, device_memory, make_optimizer, total_steps, train_step
+from .runs import METRICS, candidates, check_fresh, claim, die_with_agent, fall_back, on_rank0, rewrite_metrics, run_of
 
 # %% auto #0
 __all__ = ['launched', 'init_distributed', 'close_distributed', 'compute_dtype', 'check_parallel_memory', 'build_parallel',
@@ -35,9 +36,11 @@ def launched() -> bool:
     return int(os.environ.get('WORLD_SIZE', '1')) > 1
 
 def init_distributed(device=None,   # 'cpu' or 'cuda' (this rank's GPU, cuda:LOCAL_RANK under torchrun); None: cuda when present
+                     timeout: float = 300.0,  # seconds a collective waits for the other ranks (`train.dist_timeout`)
                     ) -> torch.device:  # this rank's device
     "Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs), or make a group of one process without torchrun."
     if dist.is_initialized(): raise RuntimeError('a process group already exists: call init_distributed once per process')
+    die_with_agent()   # under torchrun: the kernel ends this rank if its agent dies (rf_ref.runs)
     dev, local = default_device(device), int(os.environ.get('LOCAL_RANK', '0'))
     if dev.type == 'cuda' and (dev.index is None or launched()):
         if local >= torch.cuda.device_count():
@@ -47,9 +50,10 @@ def init_distributed(device=None,   # 'cpu' or 'cuda' (this rank's GPU, cuda:LOC
     if dev.type not in ('cuda', 'cpu'): raise ValueError(f'device {device!r}: distributed training runs on cuda (NCCL) or cpu (gloo)')
     if dev.type == 'cuda': torch.cuda.set_device(dev)
     backend = 'nccl' if dev.type == 'cuda' else 'gloo'
-    if all(k in os.environ for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')):
-        dist.init_process_group(backend, device_id=dev if dev.type == 'cuda' else None)   # torchrun's rendezvous
-    else: dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    wait = datetime.timedelta(seconds=timeout)
+    if all(k in os.environ for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')):   # torchrun's rendezvous
+        dist.init_process_group(backend, device_id=dev if dev.type == 'cuda' else None, timeout=wait)
+    else: dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=wait)
     return dev
 
 def close_distributed(finished: bool = True,  # False after an error: no barrier, which would wait forever for a rank that died
@@ -89,13 +93,14 @@ def build_parallel(cfg: Config,                 # the run
                    ac: str = 'none',            # activation checkpointing per block: none | full | selective
                    meta: bool | None = None,    # build on meta (True) or whole (False); None: on meta except on CPUs
                    init=None,                   # called with the model before it is sharded, e.g. to load pretrained weights
+                   stage0: bool = True,         # load the stage-0 files (False when resuming: the checkpoint holds them)
                   ) -> tuple:                   # (model, EMA of its weights), sharded
     "The run's model, its stage-0 weights loaded, with its EMA, sharded by FSDP2 over `mesh` (see above)."
     meta = device.type != 'cpu' if meta is None else meta
     torch.manual_seed(cfg.train.seed)              # as `Trainer` seeds before it builds
     model = build_model(cfg) if meta else RFModel(cfg)
     ema = EMA(model) if meta else None            # on meta a free copy: `materialize_parallel` sets it to the weights
-    load_stage0(model, cfg)
+    if stage0: load_stage0(model, cfg)
     if init is not None: init(model)
     if ema is None: ema = EMA(model)
     parallelize(model, mesh, ac, {'dynamic': True} if cfg.train.compile else False, compute_dtype(cfg, device), torch.float32, ema)
@@ -112,11 +117,14 @@ class ParallelTrainer(Trainer):
                  replicas: int = 1,               # 1: full sharding; R > 1: HSDP, R replicas of world / R shards
                  meta: bool | None = None,        # see `build_parallel`
                  init=None,                       # see `build_parallel`
-                 num_workers: int = 0):           # DataLoader worker processes
+                 num_workers: int = 0,            # DataLoader worker processes
+                 resumed: bool = False):          # `parallel_resume`'s: out_dir holds this run; no stage-0 files read
         if not dist.is_initialized():
             raise RuntimeError('ParallelTrainer needs a process group: call init_distributed() first (under torchrun, on every rank)')
         self.cfg, self.device, self.out_dir = cfg, default_device(device), out_dir or cfg.train.out_dir
         self.rank, self.world = world_info()
+        if not resumed: on_rank0(lambda: check_fresh(self.out_dir))   # a folder with another run: every rank stops
+        self.run_lock, self.claimed, self.first_loss = None, resumed, None
         mesh = make_mesh(replicas=replicas, device_type=self.device.type)
         check_parallel_memory(cfg, self.device, self.world, replicas)
         self.tok, self.data = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size), build_dataset(cfg.data, 'train')
@@ -124,7 +132,7 @@ class ParallelTrainer(Trainer):
         for start in accumulate([0] + [s.steps for s in cfg.train.stages[:-1]]):   # each stage's rows divide among the ranks
             split_batches(next(self.batches(start)), self.rank, self.world)
         self.num_workers = num_workers
-        self.model, self.ema = build_parallel(cfg, self.device, mesh, ac, meta, init)
+        self.model, self.ema = build_parallel(cfg, self.device, mesh, ac, meta, init, stage0=not resumed)
         self.opt = make_optimizer(self.model, cfg)
 
     def losses(self, batches: dict) -> dict:  # the step's global batch: one item of `batches`
@@ -152,14 +160,25 @@ def parallel_resume(path: str,                 # a run folder, its ckpt/ folder,
                     ac: str = 'none', replicas: int = 1, meta: bool | None = None,  # see `ParallelTrainer`
                     num_workers: int = 0,      # DataLoader worker processes
                    ) -> ParallelTrainer:       # at the checkpoint's step, ready for `parallel_fit`
-    "A `ParallelTrainer` that continues the sharded run at `path` from its newest intact checkpoint, on any number of ranks."
-    folder = find_sharded(path)
-    tr = ParallelTrainer(load_config(folder), out_dir or run_dir(folder), device, ac, replicas, meta, num_workers=num_workers)
-    state = load_sharded(folder, tr.model, tr.opt, tr.ema)
-    tr.step, tr.history, tr.checkpoint = state['step'], state['history'], state['path']
-    if tr.rank == 0:   # the log as of the checkpoint: steps logged after it are trained again
-        os.makedirs(tr.out_dir, exist_ok=True)
-        write_text_atomic(os.path.join(tr.out_dir, 'metrics.jsonl'), ''.join(json.dumps(r) + '\n' for r in tr.history))
+    "A `ParallelTrainer` that continues the sharded run at `path` from its newest checkpoint that loads, on any number of ranks."
+    out = out_dir or run_of(path)
+    lock = claim(out, fresh=os.path.abspath(out) != run_of(path)) if os.path.exists(path) else None   # rank 0 holds it
+    def load(folder):
+        try:
+            tr = ParallelTrainer(load_config(folder), out, device, ac, replicas, meta, num_workers=num_workers, resumed=True)
+            state = load_sharded(folder, tr.model, tr.opt, tr.ema); mine = ''
+        except CheckpointError as e: mine = str(e)
+        errors = [mine] * world_info()[1]
+        if world_info()[1] > 1: dist.all_gather_object(errors, mine)   # every rank falls back, or none does
+        if bad := [e for e in errors if e]: raise CheckpointError(bad[0])
+        tr.step, tr.history, tr.checkpoint = state['step'], state['history'], state['path']
+        return tr
+    try: tr = fall_back(on_rank0(lambda: candidates(path), share=True), load)
+    except BaseException:
+        if lock is not None: lock.release()
+        raise
+    tr.run_lock = lock
+    if tr.rank == 0: rewrite_metrics(tr.out_dir, tr.history)   # the log as of the checkpoint: later steps are trained again
     return tr
 
 # %% ../nbs/84_launch.ipynb #2586c13d
@@ -174,8 +193,9 @@ def parallel_fit(tr: ParallelTrainer,         # the run; it continues from `tr.s
     log_every, ckpt_every = log_every or tr.cfg.train.log_every, ckpt_every or tr.cfg.train.ckpt_every
     if end <= tr.step: return tr.history
     lead = tr.rank == 0
-    if lead: os.makedirs(tr.out_dir, exist_ok=True)
-    log = open(os.path.join(tr.out_dir, 'metrics.jsonl'), 'a') if lead else None
+    tr.run_lock = claim(tr.out_dir, fresh=not tr.claimed, lock=tr.run_lock); tr.claimed = True   # see rf_ref.runs
+    if lead: rewrite_metrics(tr.out_dir, tr.history)                 # one run's records, once each
+    log = open(os.path.join(tr.out_dir, METRICS), 'a') if lead else None
     bar = tqdm(total=end - tr.step, disable=not (progress and lead), desc=f'{tr.cfg.name} x{tr.world}', dynamic_ncols=True)
     tr.model.train()
     t0, seen = time.perf_counter(), 0
@@ -196,6 +216,7 @@ def parallel_fit(tr: ParallelTrainer,         # the run; it continues from `tr.s
     finally:
         bar.close()
         if log: log.close()
+        if tr.run_lock is not None: tr.run_lock.release(); tr.run_lock = None
     return tr.history
 
 # %% ../nbs/84_launch.ipynb #c671c1b6
@@ -207,6 +228,20 @@ def sharded_run(path: str,  # a run folder, its ckpt/ folder, or one checkpoint 
         try: return json.load(open(os.path.join(folder, MANIFEST))).get('kind') == 'sharded'
         except (OSError, ValueError, AttributeError): continue
     return False
+
+def _dist_timeout(cfg: Config | None, resume: str) -> float:
+    "train.dist_timeout of the run, or of the newest checkpoint of the run to resume (300 s where unreadable)."
+    if cfg is None:
+        try: cfg = load_config(candidates(resume)[0])
+        except (OSError, ValueError): return 300.0
+    return getattr(cfg.train, 'dist_timeout', 300.0)
+
+def _timed_out(e: BaseException, seconds: float) -> BaseException:
+    "A collective's timeout (gloo: 'Timed out waiting ...') as one line naming train.dist_timeout; other errors as they are."
+    if not (isinstance(e, RuntimeError) and 'timed out' in str(e).lower()): return e
+    return TimeoutError(f'rank {world_info()[0]}: a collective waited train.dist_timeout={seconds:g} s for another rank, which is '
+                        'stopped, hung or dead; this rank stopped and the checkpoints are kept: resume the run once every rank '
+                        'can run (or raise train.dist_timeout if a step can take longer)')
 
 def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
                       out_dir: str | None = None, # run folder; default: train.out_dir (resuming: the run's own)
@@ -220,14 +255,19 @@ def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
                      ) -> dict:                   # rank 0: 'run', 'ckpt', 'export' (paths), 'history', 'cfg'; other ranks: {}
     "One rank's part of a distributed `rf-ref train`: join the group, build or resume, train and save; then rank 0 exports."
     if (cfg is None) == (not resume): raise ValueError('train_distributed takes a config to start a run, or resume= to continue one')
-    dev = init_distributed(device)
+    dev = init_distributed(device, seconds := _dist_timeout(cfg, resume))
     try:
         tr = parallel_resume(resume, dev, out_dir, ac, replicas, meta, num_workers) if resume else \
              ParallelTrainer(cfg, out_dir, dev, ac, replicas, meta, init, num_workers)
         if tr.rank == 0:
             print(f'training {tr.cfg.name} on {tr.world} rank(s) ({dev.type}, FSDP2, ac={ac}) from step {tr.step}; writing to {tr.out_dir}')
         parallel_fit(tr, steps, progress)
-    except BaseException: close_distributed(finished=False); raise
+    except BaseException as e:
+        err = _timed_out(e, seconds)
+        if err is not e and world_info()[0]: print(f'rf-ref train: error: {err}', file=sys.stderr)   # the command line speaks for rank 0 only
+        close_distributed(finished=False)
+        if err is e: raise
+        raise err from None
     close_distributed()
     if tr.rank: return {}
     out = os.path.join(tr.out_dir, 'export')   # the group is closed: rank 0 reads the checkpoint alone

@@ -14,15 +14,16 @@ from .config import Config, StageConfig
 from .data import load_tokenizer, collate, build_dataset
 from .ema import EMA
 from .model import RFModel, image_grids
-from .checkpoint import default_device, find_checkpoint, load_config, load_train_state, run_dir, save_checkpoint, write_text_atomic
+from .checkpoint import CheckpointError, default_device, find_checkpoint, load_config, load_train_state, save_checkpoint
+from .runs import METRICS, candidates, check_fresh, claim, fall_back, plot_history, read_metrics, rewrite_metrics, run_of
 from .pretrain import load_stage0
 from .plan import plan, count_params
 
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'StepBatchSampler', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory',
-           'check_memory', 'compile_backbone', 'Trainer', 'Divergence', 'nonfinite_term', 'train_step', 'save',
-           'resume', 'fit', 'stages_like_paper', 'read_metrics', 'plot_history']
+           'check_memory', 'compile_backbone', 'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term', 'train_step',
+           'save', 'resume', 'fit', 'stages_like_paper']
 
 # %% ../nbs/50_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -199,9 +200,11 @@ class Trainer:
                  out_dir: str | None = None,         # metrics.jsonl and ckpt/ go here; default: train.out_dir
                  device=None,                        # see `checkpoint.default_device`
                  model: RFModel | None = None,       # train this model instead of a fresh `RFModel(cfg)`
-                 num_workers: int = 0):              # DataLoader worker processes
+                 num_workers: int = 0,               # DataLoader worker processes
+                 resumed: bool = False):             # `resume`'s: out_dir holds this run, and the checkpoint holds the stage-0 weights
         self.cfg, self.device = cfg, default_device(device)
         self.out_dir = out_dir or cfg.train.out_dir
+        if not resumed: check_fresh(self.out_dir)          # a folder with another run is refused before anything is built
         if model is None: check_memory(cfg, self.device)  # then data and tokenizer: every error comes before any weights
         self.tok = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size)
         self.data = build_dataset(cfg.data, 'train')
@@ -210,11 +213,12 @@ class Trainer:
                              f'lower it or give more data (data.n_train)')
         torch.manual_seed(cfg.train.seed)
         self.model = (model or RFModel(cfg)).to(self.device)
-        load_stage0(self.model, cfg)
+        if not resumed: load_stage0(self.model, cfg)       # resumed: the checkpoint's weights replace these, files not needed
         self.ema = EMA(self.model)
         self.opt = make_optimizer(self.model, cfg)
         if cfg.train.compile: compile_backbone(self.model)   # after the EMA copy: sampling stays eager
         self.step, self.num_workers, self.history, self.skipped = 0, num_workers, [], 0
+        self.run_lock, self.claimed, self.first_loss = None, resumed, None   # see `fit` and `loss_guard`
 
     def losses(self, batches: dict) -> dict:  # one item of `batches`
         "The step's losses (`model(batches)`) on this process's device; `launch.ParallelTrainer` takes its rows of them."
@@ -239,10 +243,20 @@ class Trainer:
         for batch in loader:
             yield collate_fn(batch); self._loader_step += 1
 
-
 # %% ../nbs/50_train.ipynb #9c819df0
 class Divergence(FloatingPointError):
-    "A non-finite loss or gradient norm, more times than `train.max_bad_steps` allows."
+    "A non-finite loss or gradient norm, more times than `train.max_bad_steps` allows, or a loss past `train.max_loss_ratio`."
+
+def loss_guard(tr: Trainer,          # its first_loss is set on its first step (from its history when resumed)
+               loss: float,          # the step's finite loss
+               stage: StageConfig):  # the step's stage, for the message
+    "Raise `Divergence` when `loss` exceeds `train.max_loss_ratio` times the run's first logged loss."
+    limit = getattr(tr.cfg.train, 'max_loss_ratio', 100.0)
+    if tr.first_loss is None: tr.first_loss = next((r['loss'] for r in tr.history if 'loss' in r), loss)
+    if tr.first_loss > 0 and loss > limit * tr.first_loss:
+        raise Divergence(f'step {tr.step + 1}: the loss {loss:.4g} is {loss / tr.first_loss:,.0f} times the run\'s first logged loss '
+                         f'{tr.first_loss:.4g}, past train.max_loss_ratio={limit:g}; training stopped (on every rank) and no checkpoint '
+                         f'was written after it. Lower the learning rate (now {stage.lr:g}), or raise train.max_loss_ratio')
 
 def nonfinite_term(out: dict) -> str:  # a step's loss terms (tensors), or {'grad_norm': ...}
     "The first loss term of `out` that is NaN or inf ('' if none), the terms before their sum."
@@ -254,7 +268,7 @@ def nonfinite_term(out: dict) -> str:  # a step's loss terms (tensors), or {'gra
 def train_step(tr: Trainer,       # its model, EMA, optimizer and step advance
                batches: dict,     # one item of `tr.batches`
               ) -> dict:          # the step's record: step, stage, lr and every loss term (or 'skipped')
-    "One optimizer step; a non-finite loss or gradient norm skips the update (logged) or raises `Divergence` past `max_bad_steps`."
+    "One optimizer step; a non-finite loss or gradient norm skips the update (logged) or raises `Divergence` past `max_bad_steps`; so does a loss past `max_loss_ratio`."
     c, m = tr.cfg, tr.model
     _, stage, _ = stage_at(c, tr.step)
     apply_stage(m, stage)
@@ -264,6 +278,7 @@ def train_step(tr: Trainer,       # its model, EMA, optimizer and step advance
     tr.opt.zero_grad(set_to_none=True)
     bad = nonfinite_term(out)
     if not bad:
+        loss_guard(tr, float(out['loss'].detach()), stage)
         out['loss'].backward()
         norm = torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], c.train.grad_clip)
         out['grad_norm'] = norm.full_tensor() if hasattr(norm, 'full_tensor') else norm   # a DTensor under FSDP2
@@ -296,18 +311,33 @@ def save(tr: Trainer,  # the run to save: model, EMA, optimizer, step, metrics
     return save_checkpoint(root, tr.step, tr.model, tr.ema.module, tr.opt.state_dict(), tr.history, tr.cfg, tr.cfg.train.keep_last)
 
 # %% ../nbs/50_train.ipynb #0c3d8e26
+def _load_run(ck: str, out: str, device, num_workers: int) -> Trainer:
+    "The run of checkpoint `ck` as a `Trainer` writing to `out`; a `CheckpointError` for any damage found."
+    ck = find_checkpoint(ck)                                          # the manifest: every file's size and SHA-256
+    tr = Trainer(load_config(ck), out, device, num_workers=num_workers, resumed=True)
+    try:
+        st = load_train_state(ck, tr.model, tr.ema.module, tr.device)   # after building: its RNG states are the last word
+        tr.opt.load_state_dict(st['optimizer'])
+    except (ValueError, KeyError, TypeError) as e:                    # a state that parses but does not fit (CheckpointError passes)
+        if isinstance(e, CheckpointError): raise
+        raise CheckpointError(f'{ck}: its training state does not load ({type(e).__name__}: {e}); use another checkpoint') from None
+    tr.step, tr.history = st['step'], st['history']
+    return tr
+
 def resume(path: str,                  # a run folder, its ckpt/ folder, or one checkpoint folder
            device=None,                # see `checkpoint.default_device`
            out_dir: str | None = None, # default: the run folder the checkpoint belongs to
            num_workers: int = 0,       # DataLoader worker processes
-          ) -> Trainer:                # at the checkpoint's step, ready for `fit`
-    "A `Trainer` that continues the run at `path` from its newest intact checkpoint."
-    ck = find_checkpoint(path, quarantine=True)
-    tr = Trainer(load_config(ck), out_dir or run_dir(ck), device, num_workers=num_workers)
-    st = load_train_state(ck, tr.model, tr.ema.module, tr.device)   # after building: its RNG states are the last word
-    tr.opt.load_state_dict(st['optimizer']); tr.step, tr.history = st['step'], st['history']
-    os.makedirs(tr.out_dir, exist_ok=True)
-    write_text_atomic(os.path.join(tr.out_dir, 'metrics.jsonl'), ''.join(json.dumps(r) + '\n' for r in tr.history))
+          ) -> Trainer:                # at the checkpoint's step, ready for `fit`; it holds the run folder's lock
+    "A `Trainer` that continues the run at `path` from its newest checkpoint that loads; damaged ones are set aside."
+    out = out_dir or run_of(path)
+    lock = claim(out, fresh=os.path.abspath(out) != run_of(path)) if os.path.exists(path) else None   # locked and writable first
+    try: tr = fall_back(candidates(path), lambda ck: _load_run(ck, out, device, num_workers))
+    except BaseException:
+        if lock is not None: lock.release()
+        raise
+    tr.run_lock = lock
+    rewrite_metrics(tr.out_dir, tr.history)
     return tr
 
 # %% ../nbs/50_train.ipynb #2612a83d
@@ -322,12 +352,15 @@ def fit(tr: Trainer,                       # the run; it continues from `tr.step
     end = total_steps(tr.cfg) if steps is None else tr.step + steps
     log_every = log_every or tr.cfg.train.log_every; ckpt_every = ckpt_every or tr.cfg.train.ckpt_every
     if end <= tr.step: return tr.history
-    os.makedirs(tr.out_dir, exist_ok=True)
-    log = open(os.path.join(tr.out_dir, 'metrics.jsonl'), 'a')
-    bar = tqdm(total=end - tr.step, disable=not progress, desc=tr.cfg.name, dynamic_ncols=True)
-    tr.model.train()
-    try: _fit(tr, end, log, bar, log_every, ckpt_every, time_limit)
-    finally: bar.close(); log.close()
+    tr.run_lock = claim(tr.out_dir, fresh=not tr.claimed, lock=tr.run_lock); tr.claimed = True   # see rf_ref.runs
+    try:
+        rewrite_metrics(tr.out_dir, tr.history)       # the log holds this run's records, once each, whatever was killed before
+        log = open(os.path.join(tr.out_dir, METRICS), 'a')
+        bar = tqdm(total=end - tr.step, disable=not progress, desc=tr.cfg.name, dynamic_ncols=True)
+        tr.model.train()
+        try: _fit(tr, end, log, bar, log_every, ckpt_every, time_limit)
+        finally: bar.close(); log.close()
+    finally: tr.run_lock.release(); tr.run_lock = None
     return tr.history
 
 def _fit(tr, end, log, bar, log_every, ckpt_every, time_limit):
@@ -362,30 +395,3 @@ def stages_like_paper(cfg: Config,          # the run to restage; its first stag
     st = (StageConfig('alignment', steps[0], lr, ('connector',), understanding_only=True),
           StageConfig('joint', steps[1], lr), StageConfig('continued', steps[2], lr / 2))
     return replace(cfg, train=replace(cfg.train, stages=st))
-
-# %% ../nbs/50_train.ipynb #8def88ad
-def read_metrics(path: str,  # a run folder, or its metrics.jsonl
-                ) -> list:   # the records, one dict per logged step
-    "The records of a run's metrics.jsonl."
-    if os.path.isdir(path): path = os.path.join(path, 'metrics.jsonl')
-    return [json.loads(l) for l in open(path)]
-
-# %% ../nbs/50_train.ipynb #5e6f7081
-def plot_history(history,                    # records, or a run folder / metrics.jsonl path
-                 keys=('fm', 'rep', 'lm'),   # the loss terms to draw (log scale)
-                 title: str = '',            # above the loss plot
-                ):                           # a matplotlib figure
-    "Loss curves of a run; codebook usage beside them when logged."
-    import matplotlib.pyplot as plt
-    if isinstance(history, str): history = read_metrics(history)
-    usage = [r for r in history if 'vq_usage' in r]
-    fig, axs = plt.subplots(1, 2 if usage else 1, figsize=(9 if usage else 5, 3), squeeze=False)
-    for k in keys:
-        pts = [(r['step'], r[k]) for r in history if r.get(k, 0) != 0]
-        if pts: axs[0, 0].plot(*zip(*pts), label=f'L_{k}')
-    axs[0, 0].set_yscale('log'); axs[0, 0].set_xlabel('step'); axs[0, 0].legend(fontsize=8); axs[0, 0].set_title(title or 'losses', fontsize=9)
-    if usage:
-        axs[0, 1].plot([r['step'] for r in usage], [r['vq_usage'] for r in usage]); axs[0, 1].set_ylim(0, 1.05)
-        axs[0, 1].set_xlabel('step'); axs[0, 1].set_title('codebook usage', fontsize=9)
-    fig.tight_layout()
-    return fig
