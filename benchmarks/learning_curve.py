@@ -52,15 +52,19 @@ def open_run(a):
     "A curve run's folder, its curve.json record (read back when resuming) and its trainer (resumed from ckpt/ if there)."
     from rf_ref.config import get_config
     from rf_ref.train import Trainer, resume
+    from rf_ref.checkpoint import step_folders
+    from rf_ref.runs import clear_run
     out = os.path.join(a.root, a.name); os.makedirs(out, exist_ok=True)
     path = os.path.join(out, 'curve.json')
     curve = json.load(open(path)) if os.path.exists(path) else {'name': a.name, 'preset': a.preset, 'overrides': a.overrides,
                                                              'seed': a.seed, 'points': [], 'train_seconds': 0.0,
                                                              'command': 'python ' + ' '.join(sys.argv)}
     ckpt = os.path.join(out, 'ckpt')
-    if os.path.isdir(ckpt):
+    if step_folders(ckpt):
         tr = resume(ckpt, a.device, out_dir=out); print(f'resumed {a.name} at step {tr.step}')
-    else: tr = Trainer(get_config(a.preset, a.overrides + [f'train.seed={a.seed}']), out, a.device)
+    else:
+        clear_run(out)   # killed before its first checkpoint: only a log is left, nothing to resume
+        tr = Trainer(get_config(a.preset, a.overrides + [f'train.seed={a.seed}']), out, a.device)
     return out, path, curve, ckpt, tr
 
 

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 from .config import Config, get_config
 from .checkpoint import step_folders, write_text_atomic
+from .runs import clear_run
 
 # %% auto #0
 __all__ = ['ROWS', 'BUDGETS', 'Row', 'row_config', 'evaluate_cell', 'run_cell', 'summarize', 'format_ablation',
@@ -90,6 +91,7 @@ def run_cell(out: str,                    # the ablation folder; the cell lives 
     folder = os.path.join(out, row, f'seed-{seed}'); done = os.path.join(folder, 'result.json')
     if os.path.exists(done): return json.load(open(done))
     ckpts = step_folders(os.path.join(folder, 'ckpt'))
+    if not ckpts: clear_run(folder)   # a cell killed before its first checkpoint left only its log
     tr = resume(folder, device) if ckpts else Trainer(row_config(row, seed, steps, preset, extra), folder, device)
     t0 = time.perf_counter()
     fit(tr, progress=progress)

@@ -10,6 +10,7 @@ import torch
 from .config import get_config
 from .shapes import CATEGORIES, sample_prompt
 from .checkpoint import default_device
+from .runs import clear_run
 from .train import Trainer, fit, plot_history, total_steps
 from .sample import RFGenerator, show_samples, load_generator
 
@@ -71,6 +72,7 @@ def run_demo(out: str = 'outputs/demo',            # PNGs, metrics.json and the 
     cfg = get_config(preset, list(overrides))
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
+    clear_run(os.path.join(out, 'run'))   # the demo's own run folder: each demo trains afresh (never under a run that trains)
     tr = Trainer(cfg, os.path.join(out, 'run'), dev)
     fit(tr, steps, progress=progress, time_limit=None if max_minutes is None else 60 * max_minutes)
     train_s = time.perf_counter() - t0

@@ -234,7 +234,7 @@ def _dist_timeout(cfg: Config | None, resume: str) -> float:
     if cfg is None:
         try: cfg = load_config(candidates(resume)[0])
         except (OSError, ValueError): return 300.0
-    return getattr(cfg.train, 'dist_timeout', 300.0)
+    return cfg.train.dist_timeout
 
 def _timed_out(e: BaseException, seconds: float) -> BaseException:
     "A collective's timeout (gloo: 'Timed out waiting ...') as one line naming train.dist_timeout; other errors as they are."

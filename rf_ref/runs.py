@@ -4,13 +4,13 @@
 
 # %% ../nbs/46_runs.ipynb #a1e0b7c3
 from __future__ import annotations
-import ctypes, fcntl, json, os, signal, sys, tempfile
+import ctypes, fcntl, json, os, shutil, signal, sys, tempfile
 import torch.distributed as dist
 from .checkpoint import CheckpointError, is_checkpoint, run_dir, step_folders, write_text_atomic
 
 # %% auto #0
-__all__ = ['METRICS', 'LOCK', 'PR_SET_PDEATHSIG', 'holds_run', 'check_fresh', 'RunBusy', 'RunLock', 'probe', 'on_rank0',
-           'stop_point', 'claim', 'rewrite_metrics', 'read_metrics', 'plot_history', 'run_of', 'candidates',
+__all__ = ['METRICS', 'LOCK', 'PR_SET_PDEATHSIG', 'holds_run', 'check_fresh', 'RunBusy', 'RunLock', 'clear_run', 'probe',
+           'on_rank0', 'stop_point', 'claim', 'rewrite_metrics', 'read_metrics', 'plot_history', 'run_of', 'candidates',
            'fall_back', 'die_with_agent']
 
 # %% ../nbs/46_runs.ipynb #a1e0b7c6
@@ -62,6 +62,17 @@ class RunLock:
         if self.fd is not None: os.ftruncate(self.fd, 0); os.close(self.fd); self.fd = None
 
     def __del__(self): self.release()
+
+# %% ../nbs/46_runs.ipynb #335a07d4
+def clear_run(folder: str,  # a run folder that a command owns (made if missing)
+             ):
+    "Delete the run in `folder` (its ckpt/ and metrics.jsonl) so that a new run may start there; `RunBusy` while one trains it."
+    os.makedirs(folder, exist_ok=True)
+    held = RunLock(folder).acquire()
+    try:
+        shutil.rmtree(os.path.join(folder, 'ckpt'), ignore_errors=True)
+        if os.path.exists(os.path.join(folder, METRICS)): os.remove(os.path.join(folder, METRICS))
+    finally: held.release()
 
 # %% ../nbs/46_runs.ipynb #a1e0b7cc
 def probe(folder: str):  # made if missing

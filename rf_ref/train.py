@@ -251,7 +251,7 @@ def loss_guard(tr: Trainer,          # its first_loss is set on its first step (
                loss: float,          # the step's finite loss
                stage: StageConfig):  # the step's stage, for the message
     "Raise `Divergence` when `loss` exceeds `train.max_loss_ratio` times the run's first logged loss."
-    limit = getattr(tr.cfg.train, 'max_loss_ratio', 100.0)
+    limit = tr.cfg.train.max_loss_ratio
     if tr.first_loss is None: tr.first_loss = next((r['loss'] for r in tr.history if 'loss' in r), loss)
     if tr.first_loss > 0 and loss > limit * tr.first_loss:
         raise Divergence(f'step {tr.step + 1}: the loss {loss:.4g} is {loss / tr.first_loss:,.0f} times the run\'s first logged loss '
@@ -316,7 +316,7 @@ def _load_run(ck: str, out: str, device, num_workers: int) -> Trainer:
     ck = find_checkpoint(ck)                                          # the manifest: every file's size and SHA-256
     tr = Trainer(load_config(ck), out, device, num_workers=num_workers, resumed=True)
     try:
-        st = load_train_state(ck, tr.model, tr.ema.module, tr.device)   # after building: its RNG states are the last word
+        st = load_train_state(ck, tr.model, tr.ema.module, tr.device, tr.opt)   # after building: its RNG states are the last word
         tr.opt.load_state_dict(st['optimizer'])
     except (ValueError, KeyError, TypeError) as e:                    # a state that parses but does not fit (CheckpointError passes)
         if isinstance(e, CheckpointError): raise

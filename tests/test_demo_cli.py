@@ -21,3 +21,16 @@ def test_demo_command_end_to_end(tmp_path):
     m = json.loads((out / 'metrics.json').read_text())
     assert m['steps'] == 4 and m['stopped_early'] is False and set(m['shapeseval']['scores']) == CATEGORIES
     assert set(m['shipped']['shapeseval']['scores']) == CATEGORIES and 'understanding' in m['shipped']
+
+
+def test_demo_twice_into_one_folder(tmp_path):
+    "`make demo` run again replaces the demo's own run: the second trains afresh instead of being refused as another run."
+    out = tmp_path / 'demo'
+    for steps in ('4', '2'):
+        r = subprocess.run([str(BIN / 'rf-ref'), 'demo', '--out', str(out), '--device', 'cpu', '--steps', steps, '--no-shipped',
+                            '--eval-prompts', '1', 'train.log_every=1', 'train.ckpt_every=2'], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / 'metrics.json').read_text())['steps'] == 2
+    logged = [json.loads(l)['step'] for l in (out / 'run' / 'metrics.jsonl').read_text().splitlines()]
+    assert logged == [1, 2], logged                                   # the second run's log alone
+    assert sorted(p.name for p in (out / 'run' / 'ckpt').glob('step-*')) == ['step-00000002']
