@@ -2,37 +2,16 @@
 names the value and the fix, exit 2, no traceback, nothing written. Damaged checkpoints are copies of one tiny real run,
 damaged and then given a manifest that matches again, so the damage is found by the loaders, not by the manifest check;
 `load_train_state` is called in-process and must raise CheckpointError for each damage (a resume falls back past it)."""
-import dataclasses, hashlib, json, os, shutil, subprocess, sys, typing
+import dataclasses, json, os, shutil, subprocess, sys, typing
 import pytest, torch
-from conftest import ROOT, BIN
+from cli import ENV, one_line_error, rehash, rf_ref
 
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
 TINY = ['mot.depth=1', 'mot.width=64', 'mot.heads=2', 'mot.kv_heads=1', 'mot.ffn_hidden=128', 'encoder.depth=1',
         'encoder.width=32', 'encoder.heads=2', 'encoder.mlp_hidden=64', 'vq.codebook_size=32', 'encoder.pretrained=',
         'train.batch_size=8', 'data.n_train=64', 'train.warmup_steps=2', 'train.stages.0.steps=2', 'train.log_every=1',
         'train.ckpt_every=1', 'train.keep_last=2']
 SAMPLE = ['--prompt', 'a red circle', '--n', '1', '--sample-steps', '2', '--device', 'cpu']
 EVAL = ['--prompts-per-category', '1', '--images-per-prompt', '1', '--understanding', '0', '--no-fid', '--quiet']
-
-
-def rf_ref(*args, cwd=ROOT):
-    return subprocess.run([str(BIN / 'rf-ref'), *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd)
-
-
-def one_line_error(r, *says):
-    "Exit 2, no traceback, exactly one error line, and it contains each of `says`; the line."
-    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
-    lines = [l for l in r.stderr.splitlines() if ': error: ' in l]
-    assert len(lines) == 1 and all(s in lines[0] for s in says), (says, r.stderr[-3000:])
-    return lines[0]
-
-
-def rehash(folder):
-    "Rewrite the manifest's sizes and SHA-256 sums to match the files, so the damage is found past the manifest check."
-    mf = os.path.join(folder, 'manifest.json'); m = json.load(open(mf))
-    m['files'] = {name: {'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()} for name in m['files']
-                  if os.path.exists(os.path.join(folder, name)) for data in [open(os.path.join(folder, name), 'rb').read()]}
-    json.dump(m, open(mf, 'w'))
 
 
 @pytest.fixture(scope='module')

@@ -3,16 +3,15 @@ rf_ref could unpickle (a legacy state.pt, a sharded checkpoint's .metadata and a
 checkpoint's weights, CIFAR-10 batches), the manifest's hashes rewritten to match (whoever plants it writes the manifest
 too); each command, run as a real process, exits with one `error:` line naming the file, and the marker never appears.
 Bad CIFAR-10 and ImageNet-64 labels and a non-UTF-8 class names file give one line each too."""
-import io, json, os, pickle, shutil, subprocess
+import io, os, pickle, shutil
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, BIN
-from rf_ref.checkpoint import CheckpointError, sha256
+from cli import one_line_error, rehash, rf_ref
+from rf_ref.checkpoint import CheckpointError
 from rf_ref.dcp import export_sharded, read_metadata
 from rf_ref.images import write_cifar10_fixture, write_imagenet64_fixture
 
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
 TINY = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'train.batch_size=4', 'data.understanding_fraction=0.5',
         'data.n_train=16', 'train.stages.0.steps=2', 'train.warmup_steps=1', 'train.log_every=1', 'train.ckpt_every=2']
 
@@ -21,26 +20,6 @@ class Payload:
     "Unpickled by a full unpickler, it creates `marker`."
     def __init__(self, marker): self.marker = str(marker)
     def __reduce__(self): return (os.system, (f'touch {self.marker}',))
-
-
-def rf_ref(*args, cwd=ROOT):
-    return subprocess.run([str(BIN / 'rf-ref'), *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd)
-
-
-def one_line_error(r, *says):
-    "Exit 2, no traceback, exactly one `error:` line, and it says each of `says`."
-    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
-    lines = [l for l in r.stderr.splitlines() if ': error: ' in l]
-    assert len(lines) == 1 and all(s in lines[0] for s in says), r.stderr[-3000:]
-    return lines[0]
-
-
-def rehash(folder):
-    "Rewrite the manifest's sizes and SHA-256 sums to match the folder's files, as whoever planted a file would."
-    mf = folder / 'manifest.json'; m = json.loads(mf.read_text())
-    m['files'] = {n: {'bytes': os.path.getsize(folder / n), 'sha256': sha256(str(folder / n))}
-                  for n in os.listdir(folder) if n != 'manifest.json'}
-    mf.write_text(json.dumps(m))
 
 
 def torch_saved(obj) -> bytes:
