@@ -243,6 +243,7 @@ def _timed_out(e: BaseException, seconds: float) -> BaseException:
                         'stopped, hung or dead; this rank stopped and the checkpoints are kept: resume the run once every rank '
                         'can run (or raise train.dist_timeout if a step can take longer)')
 
+# %% ../nbs/84_launch.ipynb #abe2d345
 def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
                       out_dir: str | None = None, # run folder; default: train.out_dir (resuming: the run's own)
                       resume: str = '',           # a sharded run to continue from its newest intact checkpoint

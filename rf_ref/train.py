@@ -258,6 +258,7 @@ def loss_guard(tr: Trainer,          # its first_loss is set on its first step (
                          f'{tr.first_loss:.4g}, past train.max_loss_ratio={limit:g}; training stopped (on every rank) and no checkpoint '
                          f'was written after it. Lower the learning rate (now {stage.lr:g}), or raise train.max_loss_ratio')
 
+# %% ../nbs/50_train.ipynb #6d452e63
 def nonfinite_term(out: dict) -> str:  # a step's loss terms (tensors), or {'grad_norm': ...}
     "The first loss term of `out` that is NaN or inf ('' if none), the terms before their sum."
     for k in sorted(out, key=lambda k: k == 'loss'):
@@ -363,6 +364,7 @@ def fit(tr: Trainer,                       # the run; it continues from `tr.step
     finally: tr.run_lock.release(); tr.run_lock = None
     return tr.history
 
+# %% ../nbs/50_train.ipynb #46a0c199
 def _fit(tr, end, log, bar, log_every, ckpt_every, time_limit):
     t0, seen = time.perf_counter(), 0
     for batches in tr.batches(tr.step):
