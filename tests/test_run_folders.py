@@ -8,6 +8,7 @@ stopped rank ends the other with the timeout's message. Every wait has a generou
 import json, os, shutil, signal, subprocess, sys, time
 import pytest
 from conftest import BIN
+from cli import rehash
 
 TINY = ['mot.depth=1', 'mot.width=64', 'mot.heads=2', 'mot.kv_heads=1', 'mot.ffn_hidden=128', 'encoder.depth=1',
         'encoder.width=32', 'encoder.heads=2', 'encoder.mlp_hidden=64', 'vq.codebook_size=32', 'encoder.pretrained=',
@@ -48,14 +49,6 @@ def state(pid: int) -> str:
     "R, S, T (stopped), Z (zombie) ... of a process; '' once it is gone."
     try: return open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0]
     except OSError: return ''
-
-
-def rehash(folder):
-    "Rewrite a checkpoint's manifest to match its files as they are now: damage passes the manifest check."
-    from rf_ref.checkpoint import sha256
-    mf = folder / 'manifest.json'; m = json.loads(mf.read_text())
-    for name in m['files']: m['files'][name] = {'bytes': (folder / name).stat().st_size, 'sha256': sha256(folder / name)}
-    mf.write_text(json.dumps(m))
 
 
 @pytest.fixture(scope='module')
@@ -125,6 +118,24 @@ def test_resume_falls_back_past_damage_found_after_the_manifest(four, tmp_path, 
     assert 'from step 2' in r.stdout, r.stdout
     assert (run / 'ckpt' / 'step-00000004.broken').is_dir() and (run / 'ckpt' / 'step-00000004' / 'manifest.json').is_file()
     assert steps(run) == [1, 2, 3, 4]                       # steps 3 and 4 trained again, listed once each
+
+
+@pytest.mark.parametrize('damage', ['truncated shard', 'garbage metadata'])
+def test_sharded_resume_falls_back_past_damage_found_after_the_manifest(tmp_path, damage):
+    "A sharded run whose newest checkpoint is damaged (manifest rewritten to match) resumes from the one before, in one process."
+    run = tmp_path / 'run'
+    r = train('--distributed', '--no-export', '--out', str(run), *TINY, 'train.stages.0.steps=4', 'train.ckpt_every=2')
+    assert r.returncode == 0, r.stderr[-3000:]
+    newest = run / 'ckpt' / 'step-00000004'
+    if damage == 'truncated shard':
+        shard = next(newest.glob('*.distcp')); shard.write_bytes(shard.read_bytes()[:shard.stat().st_size // 2])
+    else: (newest / '.metadata').write_bytes(b'not a pickle at all')
+    rehash(newest)
+    r = train('--resume', str(run), '--no-export'); assert r.returncode == 0, r.stderr[-3000:]
+    warnings = [l for l in r.stderr.splitlines() if l.startswith('warning:')]
+    assert len(warnings) == 1 and 'step-00000004 renamed to step-00000004.broken' in warnings[0], r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr and 'from step 2' in r.stdout, (r.stdout, r.stderr[-3000:])
+    assert steps(run) == [1, 2, 3, 4]
 
 
 def test_resume_with_none_intact_says_why_for_each(four, tmp_path):
