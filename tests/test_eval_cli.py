@@ -22,7 +22,7 @@ def test_renderer_and_noise_reports(tmp_path):
     rf_ref('eval', '--noise', '--prompts-per-category', '10', '--understanding', '0', '--out', str(tmp_path / 'n.json'), '--quiet')
     r, n = (json.loads((tmp_path / f).read_text()) for f in ('r.json', 'n.json'))
     assert set(r['shapes_eval']['scores']) == {'single_object', 'two_objects', 'counting', 'colors', 'position', 'color_attr'}
-    assert r['shapes_eval']['overall'] >= 0.95 and n['shapes_eval']['overall'] <= 0.05
+    assert r['shapes_eval']['overall'] >= 0.95 and n['shapes_eval']['overall'] <= 0.05   # measured: 1.000 and 0.000 (AVX-512, AVX2)
     lo, hi = r['shapes_eval']['overall_ci']
     assert lo <= r['shapes_eval']['overall'] <= hi
     assert r['understanding']['overall'] > 0.9 and 'understanding' not in n
