@@ -172,7 +172,7 @@ def find_checkpoint(path: str,                # a checkpoint folder, a run's ckp
 
 # %% ../nbs/45_checkpoint.ipynb #b54a914d
 # fields added after checkpoints existed: a config.json without them was written when the code behaved like this
-_LEGACY = {'model': {'positions': 'learned'}, 'train': {'ema_warmup': False}}
+_LEGACY = {'model': {'positions': 'learned'}, 'train': {'ema_warmup': False}, 'vq': {'restart_after': 0}}
 
 def load_config(path: str,  # a checkpoint folder
                ) -> Config:
@@ -188,7 +188,7 @@ def load_config(path: str,  # a checkpoint folder
     try: return config_from_dict(d)
     except (ValueError, KeyError, TypeError) as e: raise CheckpointError(f'{f}: {e.args[0] if e.args else e}') from None
 
-_OPTIONAL = ('vq.colors', 'vq.colored')  # blueprint colours: absent from older checkpoints
+_OPTIONAL = ('vq.colors', 'vq.colored', 'vq.idle')  # blueprint colours, dead-code counters: absent from older checkpoints
 
 def load_weights(module: torch.nn.Module,  # receives the weights in place
                  file: str,                # a safetensors file

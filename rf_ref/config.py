@@ -68,6 +68,9 @@ class VQConfig:
     momentum: float = 0.99            # paper 0.9999 over 80k steps; a toy run of a few thousand steps needs faster codes
     init: str = 'kmeans++'            # kmeans++ | random: initialize prototypes from the first batch
     sinkhorn: bool = True             # False shows the collapse that balancing prevents
+    restart_after: int = 0            # steps a code may take no token before it is re-seeded from a feature of the batch;
+                                      # 0 = never (the paper). A prototype stranded while the features drift never comes
+                                      # back otherwise (vector-quantize-pytorch's threshold_ema_dead_code, Jukebox/SoundStream)
 
 # %% ../nbs/00_config.ipynb #8a657bc8
 @dataclass
@@ -217,7 +220,7 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'model': 'latent_chan
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
 _AT_LEAST_0 = {'data': 'n_train n_test', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
-               'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k',
+               'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k', 'vq': 'restart_after',
                'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size'}
 _ABOVE_1 = {'train': 'max_loss_ratio'}   # a ratio to the first loss: at or below 1 stops a healthy run
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]

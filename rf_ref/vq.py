@@ -11,7 +11,8 @@ from .config import VQConfig
 
 # %% auto #0
 __all__ = ['nearest_prototype', 'unit_rows', 'sinkhorn', 'assignments', 'codebook_ema_step', 'kmeans_plus_plus', 'random_init',
-           'initial_codebook', 'codebook_stats', 'codebook_step', 'OnlineVQ', 'token_map_colors']
+           'initial_codebook', 'codebook_stats', 'codebook_step', 'restart_picks', 'restart_step', 'OnlineVQ',
+           'token_map_colors']
 
 # %% ../nbs/11_vq.ipynb #d8068856
 def _distributed() -> bool: return dist.is_available() and dist.is_initialized()
@@ -152,6 +153,34 @@ def codebook_step(codebook: torch.Tensor,  # (k, d) unit prototypes, equal on al
     sums = _all_reduce(torch.cat([weights.T @ x, weights.sum(0)[:, None], tokens[:, None]], 1))  # (k, d + 2)
     return codebook_ema_step(codebook, sums[:, :-2], sums[:, -2], cfg.momentum), sums[:, -1].round().long()
 
+# %% ../nbs/11_vq.ipynb #rs02pick
+def restart_picks(x: torch.Tensor,         # (N, d) unit features of the global batch
+                  codebook: torch.Tensor,  # (k, d) unit prototypes
+                  dead: torch.Tensor,      # (k,) bool: the codes to re-seed
+                  generator: torch.Generator | None = None,
+                  eps: float = 1e-6,       # features within this cosine distance of a live prototype are never drawn
+                 ):                        # -> ((m,) long dead codes, (m,) long rows of x), m <= dead.sum()
+    "Pair dead codes with features drawn by their distance to the nearest live prototype (k-means++'s rule)."
+    live = codebook[~dead]                                                   # (k - m, d)
+    distance = 1 - (x @ live.T).max(-1).values if live.shape[0] else x.new_ones(x.shape[0])  # (N,)
+    weights = torch.where(distance > eps, distance, torch.zeros_like(distance))
+    m = min(int(dead.sum()), int((weights > 0).sum()))
+    codes = dead.nonzero().flatten()[:m]
+    if m == 0: return codes, codes.clone()
+    return codes, torch.multinomial(weights, m, replacement=False, generator=generator)
+
+def restart_step(codebook: torch.Tensor,  # (k, d) unit prototypes, equal on all ranks
+                 x: torch.Tensor,         # (n, d) this rank's unit features
+                 dead: torch.Tensor,      # (k,) bool, equal on all ranks
+                 seed: int,               # the draw's seed, equal on all ranks
+                ):                        # -> ((m,) long codes, (m, d) their new unit prototypes)
+    "The dead codes re-seeded and their new prototypes: features of the global batch, drawn alike on every rank."
+    everything = _gather_rows(x)                                             # (N, d) in rank order
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    codes, rows = restart_picks(everything, codebook, dead, g)
+    jitter = torch.randn((rows.numel(), x.shape[1]), generator=g, device=x.device) * (1e-3 / math.sqrt(x.shape[1]))
+    return codes, F.normalize(everything[rows] + jitter, dim=-1)
+
 # %% ../nbs/11_vq.ipynb #a70c92c4
 class OnlineVQ(nn.Module):
     "A K-prototype codebook on the unit sphere: cosine-nearest tokens, Sinkhorn-balanced EMA updates."
@@ -168,12 +197,13 @@ class OnlineVQ(nn.Module):
         # what each code looks like, for blueprints: running mean colour of the image regions assigned to it
         self.register_buffer('colors', torch.zeros(self.k, channels))                            # (k, c) in [0, 1]
         self.register_buffer('colored', torch.zeros(self.k, dtype=torch.bool))                   # (k,) seen yet
+        self.register_buffer('idle', torch.zeros(self.k, dtype=torch.long))                      # (k,) steps since its last token
         self.reset_parameters()
 
     def reset_parameters(self):
         "Random unit prototypes until `update` seeds them from data."
         self.codebook.copy_(F.normalize(torch.randn_like(self.codebook), dim=-1))
-        self.initialized.fill_(False); self.counts.zero_(); self.colors.zero_(); self.colored.fill_(False)
+        self.initialized.fill_(False); self.counts.zero_(); self.colors.zero_(); self.colored.fill_(False); self.idle.zero_()
 
     @torch.no_grad()
     def update_colors(self, ids: torch.Tensor,     # (...) code ids
@@ -199,7 +229,7 @@ class OnlineVQ(nn.Module):
 
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> dict:
-        "Seed the codebook on the first call, then one step on the global batch; the batch's usage and perplexity."
+        "Seed the codebook on the first call, then one step on the global batch (and restarts); the batch's usage and perplexity."
         if self.codebook.dtype != torch.float32:
             raise ValueError(f'the OnlineVQ codebook is {self.codebook.dtype}: keep the VQ module in float32 (EMA steps vanish in low precision)')
         x = unit_rows(features, self.dim)                                                # (n, d)
@@ -209,7 +239,18 @@ class OnlineVQ(nn.Module):
             self.codebook.copy_(seeds); self.initialized.fill_(True)
         codebook, counts = codebook_step(self.codebook, x, self.cfg, self.soft)
         self.codebook.copy_(codebook); self.counts += counts
-        return codebook_stats(counts)
+        self.idle.copy_(torch.where(counts > 0, 0, self.idle + 1))                               # counts are global: equal on all ranks
+        stats = codebook_stats(counts)
+        if self.cfg.restart_after: stats['restarts'] = self.restart(x, self.idle >= self.cfg.restart_after)
+        return stats
+
+    @torch.no_grad()
+    def restart(self, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:  # this rank's (n, d) unit features; (k,) bool
+        "Re-seed the `dead` codes from the global batch (`restart_step`), with fresh counters and colours; how many."
+        if not bool(dead.any()): return torch.zeros((), dtype=torch.long, device=x.device)  # a sync per step, with restarts on
+        codes, seeds = restart_step(self.codebook, x, dead, self.seed + int(self.idle.sum()))  # seeded by saved state
+        self.codebook[codes] = seeds; self.idle[codes] = 0; self.colors[codes] = 0; self.colored[codes] = False
+        return torch.tensor(codes.numel(), device=x.device)
 
 # %% ../nbs/11_vq.ipynb #98ee5b83
 def token_map_colors(ids: torch.Tensor,  # (h, w) token ids (any shape works)
