@@ -11,10 +11,10 @@ from .config import Config, config_from_dict, config_to_dict
 from .model import RFModel
 
 # %% auto #0
-__all__ = ['MANIFEST', 'LATEST', 'FORMAT', 'CheckpointError', 'sha256', 'fsync', 'kill_point', 'write_text_atomic',
-           'write_folder', 'verify', 'step_folders', 'save_rotating', 'is_checkpoint', 'find_checkpoint', 'load_config',
-           'load_weights', 'pack_state', 'unpack_state', 'load_legacy_state', 'save_checkpoint', 'load_train_state',
-           'run_dir', 'default_device', 'load_model', 'export_checkpoint']
+__all__ = ['MANIFEST', 'LATEST', 'FORMAT', 'OPTIONAL_BUFFERS', 'CheckpointError', 'sha256', 'fsync', 'kill_point',
+           'write_text_atomic', 'write_folder', 'verify', 'step_folders', 'save_rotating', 'is_checkpoint',
+           'find_checkpoint', 'load_config', 'load_weights', 'pack_state', 'unpack_state', 'load_legacy_state',
+           'save_checkpoint', 'load_train_state', 'run_dir', 'default_device', 'load_model', 'export_checkpoint']
 
 # %% ../nbs/45_checkpoint.ipynb #f4f8b484
 MANIFEST, LATEST, FORMAT = 'manifest.json', 'latest', 'rf_ref checkpoint'
@@ -188,7 +188,7 @@ def load_config(path: str,  # a checkpoint folder
     try: return config_from_dict(d)
     except (ValueError, KeyError, TypeError) as e: raise CheckpointError(f'{f}: {e.args[0] if e.args else e}') from None
 
-_OPTIONAL = ('vq.colors', 'vq.colored', 'vq.idle')  # blueprint colours, dead-code counters: absent from older checkpoints
+OPTIONAL_BUFFERS = ('vq.colors', 'vq.colored', 'vq.idle')  # blueprint colours, dead-code counters: absent from older checkpoints
 
 def load_weights(module: torch.nn.Module,  # receives the weights in place
                  file: str,                # a safetensors file
@@ -206,7 +206,7 @@ def load_weights(module: torch.nn.Module,  # receives the weights in place
     own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     unexpected = [k for k in shapes if k not in own]
     wrong = [f'{k} is {shapes[k]} in the file but {own[k]} in the model' for k in own if k in shapes and shapes[k] != own[k]]
-    missing = [k for k in own if k not in shapes and not k.endswith(_OPTIONAL)]
+    missing = [k for k in own if k not in shapes and not k.endswith(OPTIONAL_BUFFERS)]
     if wrong or unexpected or missing:
         what = wrong[:1] + ([f'{len(missing)} missing (e.g. {missing[0]})'] if missing else []) + \
                ([f'{len(unexpected)} unexpected (e.g. {unexpected[0]})'] if unexpected else [])

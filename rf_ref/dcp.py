@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.filesystem import _StorageInfo
@@ -16,7 +17,7 @@ from torch.distributed.checkpoint.metadata import (BytesStorageMetadata, ChunkSt
                                                    StorageMeta, TensorProperties, TensorStorageMetadata, _MEM_FORMAT_ENCODING)
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
-from .checkpoint import (CheckpointError, FORMAT, LATEST, MANIFEST, fsync, kill_point, load_config, sha256,
+from .checkpoint import (CheckpointError, FORMAT, LATEST, MANIFEST, OPTIONAL_BUFFERS, fsync, kill_point, load_config, sha256,
                                step_folders, write_folder, write_text_atomic)
 from .config import config_to_dict
 from .ema import EMA
@@ -204,12 +205,18 @@ def _shard_sizes(folder: str) -> dict:
     "{.distcp file: bytes} as the manifest lists them."
     return {n: f['bytes'] for n, f in json.load(open(os.path.join(folder, MANIFEST)))['files'].items() if n.endswith('.distcp')}
 
+def _older(state: dict, md: Metadata) -> bool:
+    "Whether some entries of `state` are missing from the checkpoint and all of them are buffers older checkpoints lack."
+    missing = [k for k in flatten_state_dict(state)[0] if k not in md.state_dict_metadata]
+    return bool(missing) and all(k.endswith(OPTIONAL_BUFFERS) for k in missing)
+
 def _load(state: dict, folder: str, alone: bool = False):
     "DCP's load of `state` from `folder` through `read_metadata`, `_Reader` and `_Planner`; any failure a one-line CheckpointError."
     try: md, error = read_metadata(folder, _shard_sizes(folder)), ''
     except CheckpointError as e: md, error = None, str(e)
     if errors := [x for x in ([error] if alone else _gather(error)) if x]: raise CheckpointError(errors[0])
-    try: _dcp(dcp.load, state, folder, alone, storage_reader=_Reader(folder, md), planner=_Planner())
+    planner = _Planner(allow_partial_load=_older(state, md))   # older checkpoints: their missing buffers keep the model's values
+    try: _dcp(dcp.load, state, folder, alone, storage_reader=_Reader(folder, md), planner=planner)
     except CheckpointException as e: raise CheckpointError(f'{folder} cannot be loaded: {_failure(e)}') from None
     except Exception as e: raise CheckpointError(f'{folder} cannot be loaded ({type(e).__name__}: {_line(e)})') from None
 
