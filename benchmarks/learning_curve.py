@@ -7,7 +7,8 @@ Train one run and evaluate its EMA weights at several points (it checkpoints at 
 Plot several runs side by side, against examples seen and against training wall time:
     python benchmarks/learning_curve.py plot runs/curves/rf runs/curves/pixel --out results/curve.png
 Each run folder gets curve.json (one record per point: examples, steps, train seconds, scores with 95%
-intervals) and samples_<examples>.png (judged samples: green passed, red failed).
+intervals) and samples_<examples>.png (judged samples: green passed, red failed); with --plan each point also
+logs the plan diagnostics of the plan notebook (rf_ref.plan_eval.plan_report) under 'plan'.
 """
 import argparse, json, math, os, platform, sys, time
 import torch
@@ -21,8 +22,8 @@ def generation_per_step(cfg) -> int:
     return b - round(b * cfg.data.understanding_fraction)
 
 
-def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None):
-    "ShapesEval + understanding + FID (judge features) of the trainer's EMA weights."
+def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None, plan=False):
+    "ShapesEval + understanding + FID (judge features) of the trainer's EMA weights; `plan`: also `plan_eval.plan_report`."
     import matplotlib.pyplot as plt
     from dataclasses import replace
     from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged
@@ -43,9 +44,13 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None)
         fig = show_samples(imgs, prompts12, gen.last_rep, model.cfg.vq.codebook_size, ncols=8, vq=model.vq)
         fig.savefig(os.path.join(out, f'blueprints_{examples}.png'), dpi=110); plt.close(fig)
     und = understanding_accuracy(gen.answer, scenes, 'test', seed) if scenes else None
+    extra = {}
+    if plan and model.cfg.model.rf:   # the R-code probe and ShapesEval split into plan and rendering error
+        from rf_ref.plan_eval import plan_report
+        extra['plan'] = plan_report(RFGenerator(model, tr.tok, scfg, seed=seed), judge, seed=seed)
     model.train()
     return {'shapeseval': res.to_dict(), 'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und,
-            'eval_seconds': round(time.perf_counter() - t0, 1)}
+            'eval_seconds': round(time.perf_counter() - t0, 1), **extra}
 
 
 def open_run(a):
@@ -95,7 +100,7 @@ def cmd_train(a):
                               info={'steps': tr.step, 'examples': examples, 'command': curve.get('command')})
         rec = {'examples': examples, 'steps': tr.step, 'all_examples': tr.step * tr.cfg.train.batch_size,
                'train_seconds': round(curve['train_seconds'], 1)}
-        rec.update(evaluate_point(tr, out, examples, a.prompts, a.images, a.scenes, a.seed))
+        rec.update(evaluate_point(tr, out, examples, a.prompts, a.images, a.scenes, a.seed, plan=a.plan))
         curve['points'].append(rec)
         curve.update(hardware=f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads', seed=a.seed)
         json.dump(curve, open(path, 'w'), indent=1)
@@ -105,6 +110,8 @@ def cmd_train(a):
               + ' '.join(f'{c[:6]}={v:.2f}' for c, v in s['scores'].items())
               + (f" | understanding {u['overall']:.2f} " + ' '.join(f'{k}={v:.2f}' for k, v in u['per_type'].items()) if u else '')
               + f" | FID {rec['fid']:.1f}", flush=True)
+        if 'plan' in rec:
+            from rf_ref.plan_eval import plan_summary; print(f'  {plan_summary(rec["plan"])}', flush=True)
 
 
 def load_curve(folder):
@@ -165,6 +172,8 @@ def main():
     t.add_argument('--images', type=int, default=4, help='images per prompt')
     t.add_argument('--scenes', type=int, default=50, help='scenes for understanding accuracy (0: skip)')
     t.add_argument('--seed', type=int, default=0); t.add_argument('--progress', action='store_true')
+    t.add_argument('--plan', action='store_true', help='also the plan diagnostics per point (R-code probe, oracle-plan and '
+                   'plan-only ShapesEval; about a minute per point on a CPU)')
     t.add_argument('overrides', nargs='*')
     p = sub.add_parser('plot', help='plot and tabulate finished runs'); p.add_argument('runs', nargs='+')
     p.add_argument('--out', default='learning_curve.png')

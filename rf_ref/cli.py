@@ -12,8 +12,8 @@ from .presets import PRESETS
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
            'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
-           'cmd_pretrain_autoencoder', 'cmd_sample', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate', 'cmd_demo',
-           'build_parser', 'main']
+           'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate',
+           'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -173,6 +173,12 @@ def cmd_sample(args):
     fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
 
 # %% ../nbs/90_cli.ipynb #353e8a7b
+def plan_sizes(text: str) -> dict:
+    "argparse type of `eval --plan`: FIT,TEST,PROMPTS,IMAGES, e.g. 1500,500,25,2 (keywords of `plan_eval.plan_report`)."
+    parts = text.split(',')
+    if len(parts) != 4: raise argparse.ArgumentTypeError(f'{text!r}: give four sizes FIT,TEST,PROMPTS,IMAGES, e.g. 1500,500,25,2')
+    return dict(zip(('n_fit', 'n_test', 'prompts_per_category', 'images_per_prompt'), map(positive, parts)))
+
 def cmd_eval(args):
     "ShapesEval (+ understanding, + FID) of a checkpoint or a baseline, written as a JSON report."
     import torch, matplotlib; matplotlib.use('Agg')
@@ -181,6 +187,7 @@ def cmd_eval(args):
     name = Path(args.ckpt).stem if args.ckpt else 'renderer' if args.renderer else 'noise'
     out = writable(args.out or f'outputs/eval/{name}.json', '--out')
     if args.plots: writable(args.plots, '--plots', folder=True)
+    if args.plan is not None and not args.ckpt: raise ValueError('--plan reads the R codes of a checkpoint: use it with --ckpt')
     if args.threads: torch.set_num_threads(args.threads)
     judge = load_judge(args.judge or None)
     if args.ckpt:
@@ -189,11 +196,13 @@ def cmd_eval(args):
     elif args.renderer: model, answer = RendererModel(args.seed), judge_answerer(judge)
     else: model, answer = NoiseModel(args.seed), None
     report = run_shapes_eval(model, answer, judge, args.prompts_per_category, args.images_per_prompt, args.split, args.seed,
-                             args.batch_size, args.understanding, not args.no_fid, out, name, not args.quiet)
+                             args.batch_size, args.understanding, not args.no_fid, out, name, not args.quiet, args.plan)
     se = report['shapes_eval']
     print(format_table({name: {**se['scores'], 'overall': se['overall']}}, first='ShapesEval'))
     print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; "
           f"ShapesEval took {report['shapes_eval_seconds']:.1f}s; report written to {out}")
+    if args.plan is not None:
+        from rf_ref.plan_eval import plan_summary; print(plan_summary(report['plan']))
     if args.plots:
         for p in save_eval_plots(report, model, args.plots, judge): print(f'wrote {p}')
 
@@ -336,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--plots', default='', metavar='DIR', help='also save the score bars and a judged sample grid here')
     p.add_argument('--threads', type=at_least(0), default=0, help=_THREADS)
     p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.add_argument('--plan', nargs='?', const=plan_sizes('1500,500,25,2'), type=plan_sizes, metavar='FIT,TEST,PROMPTS,IMAGES',
+                   help='also the plan diagnostics: the R-code probe on FIT + TEST renders, and sampled, oracle-plan and '
+                   'plan-only ShapesEval on PROMPTS x IMAGES per category (default 1500,500,25,2: about a minute on a CPU)')
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser('train-judge', help='train the ShapesEval judge, measure it, write its weights and a JSON record',
                        description='Train the judge, measure it, write the weights and a JSON record next to them.')
