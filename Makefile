@@ -41,14 +41,12 @@ test: check nbtest pytest
 
 # The notebooks again under another CPU instruction set than this machine's best: a numeric bar that sits on one
 # family's rounding fails here, not on a user's machine. AVX-512 machines drop to AVX2, others to the generic kernels.
-# Under the generic kernels torch's compiler (inductor, torch 2.15) writes C++ that does not build, so that pass runs
-# torch.compile'd code eagerly (TORCH_COMPILE_DISABLE=1); the AVX2 pass compiles as usual.
 ISA ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo avx2 || echo default)
 ISA_ENV = $(if $(filter avx2,$(ISA)),ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2,\
-          ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 TORCH_COMPILE_DISABLE=1)
-# torch.compile's cache does not key on ATEN_CPU_CAPABILITY: a process under one instruction set that loads kernels
-# compiled under another corrupted memory (measured on torch 2.15: malloc_consolidate aborts in 50_train), so each
-# set keeps its own cache.
+          ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41)
+# torch.compile's cache does not key on ATEN_CPU_CAPABILITY: kernels compiled under one instruction set and loaded
+# under another corrupted memory or gave NaN (measured on torch 2.15, 50_train's compiled-backbone check), and
+# under the generic kernels they did not build; so each set keeps its own cache.
 PORTABILITY_CACHE ?= $(or $(TMPDIR),/tmp)/rf_ref-inductor-$(ISA)
 portability: install
 	@echo "== the notebooks under ISA=$(ISA): $(ISA_ENV)"
