@@ -195,8 +195,13 @@ def cmd_eval(args):
         model = load_generator(args.ckpt); answer = model.answer
     elif args.renderer: model, answer = RendererModel(args.seed), judge_answerer(judge)
     else: model, answer = NoiseModel(args.seed), None
+    more = {}
+    if args.plan is not None:   # refused before any work when the model has no R codes
+        from rf_ref.plan_eval import check_plan_generator, plan_report; check_plan_generator(model)
+        more['plan'] = lambda judge: plan_report(model, judge, split=args.split, seed=args.seed, batch_size=args.batch_size,
+                                                 progress=not args.quiet, **args.plan)
     report = run_shapes_eval(model, answer, judge, args.prompts_per_category, args.images_per_prompt, args.split, args.seed,
-                             args.batch_size, args.understanding, not args.no_fid, out, name, not args.quiet, args.plan)
+                             args.batch_size, args.understanding, not args.no_fid, out, name, not args.quiet, more)
     se = report['shapes_eval']
     print(format_table({name: {**se['scores'], 'overall': se['overall']}}, first='ShapesEval'))
     print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; "

@@ -293,11 +293,9 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
                     understanding_n: int = 300,       # scenes for understanding accuracy (0: skip)
                     with_fid: bool = True,            # FID (judge features) against renders of the same prompts
                     out_json=None, name: str = 'model', progress: bool = True,
-                    plan: dict | None = None,         # keywords of `plan_eval.plan_report` ({}: its defaults); None: skip
+                    more: dict | None = None,         # {section: function(judge) -> JSON-able dict}, e.g. the plan diagnostics
                    ) -> dict:
-    "ShapesEval (+ understanding, + FID, + plan diagnostics) of a model as a JSON-ready dict, also written to `out_json`."
-    if plan is not None:                 # a later notebook, imported only when asked; refused before any work
-        from rf_ref.plan_eval import check_plan_generator, plan_report; check_plan_generator(generate)
+    "ShapesEval (+ understanding, + FID, + `more`) of a model as a JSON-ready dict, also written to `out_json`."
     judge = judge or load_judge(); t0 = time.time()
     evaluation = ShapesEval(prompts_per_category, images_per_prompt, split, seed)
     result = evaluation.run(generate, judge, batch_size, keep_images=with_fid, progress=progress)
@@ -306,8 +304,7 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
     if answer is not None and understanding_n:
         size = result.images.shape[1] if with_fid else judge.config.image_size
         report['understanding'] = understanding_accuracy(answer, understanding_n, split, seed, size)
-    if plan is not None: report['plan'] = plan_report(generate, judge, **{'split': split, 'seed': seed, 'batch_size': batch_size,
-                                                                          'progress': progress, **plan})
+    for section, compute in (more or {}).items(): report[section] = compute(judge)
     report['judge'] = {'path': getattr(judge, 'path', None), 'sha256': getattr(judge, 'sha256', None)}
     report['hardware'], report['seconds'] = hardware_info(), round(time.time() - t0, 2)
     if out_json:
