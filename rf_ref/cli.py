@@ -403,7 +403,10 @@ def main(argv=None):
         msg = ' '.join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
         if not isinstance(e, _KNOWN): msg = f'{type(e).__name__}: {msg} (an internal error: rerun with --debug and report the traceback)'
         if os.environ.get('RANK', '0') == '0': print(f'rf-ref {command}: error: {msg}', file=sys.stderr)  # torchrun: one line, not one per rank
-        sys.exit(2 if isinstance(e, _KNOWN) else 1)
+        code = 2 if isinstance(e, _KNOWN) else 1
+        if os.environ.get('TORCHELASTIC_RUN_ID'):   # a torchrun rank: skip interpreter teardown, where gloo's threads can abort
+            sys.stdout.flush(); sys.stderr.flush(); os._exit(code)
+        sys.exit(code)
 
 # %% ../nbs/90_cli.ipynb #d1a7c0e4
 if __name__ == '__main__': main()   # `python -m rf_ref.cli ...`, which is how torchrun starts every rank

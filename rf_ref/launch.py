@@ -266,7 +266,7 @@ def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
     except BaseException as e:
         err = _timed_out(e, seconds)
         if err is not e and world_info()[0]: print(f'rf-ref train: error: {err}', file=sys.stderr)   # the command line speaks for rank 0 only
-        close_distributed(finished=False)
+        close_distributed(finished=getattr(e, 'agreed', False))   # an error every rank raised together: leave at a barrier
         if err is e: raise
         raise err from None
     close_distributed()

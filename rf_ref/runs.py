@@ -99,7 +99,9 @@ def on_rank0(fn,                # called without arguments on rank 0
     if world > 1:
         box = [err, out if share else None]; dist.broadcast_object_list(box, src=0); err = box[0]
         if share: out = box[1]
-    if err is not None: raise err
+    if err is not None:
+        err.agreed = world > 1   # every rank raises it at this point: they may leave the group together
+        raise err
     return out
 
 # %% ../nbs/46_runs.ipynb #a1e0b7d1
