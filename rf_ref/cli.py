@@ -243,17 +243,19 @@ def cmd_ablate(args):
 def cmd_demo(args):
     "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
     from rf_ref.demo import run_demo
+    from rf_ref.plan_eval import plan_summary
     writable(args.out, '--out', folder=True)
     m = run_demo(args.out, args.preset, args.device, args.steps, args.overrides, args.eval_prompts,
-                 max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny')
+                 max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny',
+                 plan_prompts=args.plan_prompts)
     print(f"\n== fresh run: {m['preset']} on {m['device']}, {m['steps']} steps in {m['train_seconds']:.0f} s"
           + (f" (STOPPED EARLY by the {args.max_minutes:g}-minute safety cap; {m['planned_steps']} planned)" if m['stopped_early'] else ''))
-    print(_scores_line(m))
+    print(_scores_line(m) + (f"\n{plan_summary(m['plan'])}" if 'plan' in m else ''))
     if 'shipped' in m:
         print(f"== shipped checkpoint {m['shipped']['path']} ({m['shipped']['steps']} steps)")
-        print(_scores_line(m['shipped']))
+        print(_scores_line(m['shipped']) + (f"\n{plan_summary(m['shipped']['plan'])}" if 'plan' in m['shipped'] else ''))
     files = ['samples.png', 'judged.png', 'shapeseval.png', 'losses.png'] + \
-            (['samples_shipped.png', 'judged_shipped.png', 'shapeseval_shipped.png'] if 'shipped' in m else []) + ['metrics.json']
+            (['samples_shipped.png', 'judged_shipped.png', 'shapeseval_shipped.png'] if 'shipped' in m else []) + ['metrics.json', 'report.md']
     print(f'== pictures and numbers in {args.out}/: ' + ', '.join(files))
 
 # %% ../nbs/90_cli.ipynb #05b2f1e0
@@ -385,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-minutes', type=positive_float, default=60, help='safety cap on training time; the summary says if it fired')
     p.add_argument('--no-shipped', action='store_true', help='skip the shipped checkpoint')
     p.add_argument('--eval-prompts', type=positive, default=10, help='ShapesEval prompts per category (4 images each)')
+    p.add_argument('--plan-prompts', type=at_least(0), default=10, help='prompts per category of the plan diagnostics (2 images each; 0: skip)')
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_demo)
     return ap

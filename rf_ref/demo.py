@@ -35,15 +35,23 @@ def evaluate(gen,                            # `generate(captions)` and `answer(
              name: str = 'RF',               # the label in the score plot
              progress: bool = True,          # show progress bars
              suffix: str = '',               # added to the plot file names
-            ) -> dict:                       # {'shapeseval': the `EvalResult` as a dict, 'understanding': accuracies}
-    "ShapesEval and understanding accuracy of a generator; writes shapeseval{suffix}.png and judged{suffix}.png."
+             plan_prompts: int = 0,          # > 0: also the plan diagnostics (`plan_eval.plan_report`, 2 images a prompt)
+            ) -> dict:                       # 'shapeseval' (`EvalResult.to_dict`), 'understanding', 'plan', 'seconds'
+    "ShapesEval, understanding accuracy and (RF models) the plan diagnostics; writes shapeseval{suffix}.png and judged{suffix}.png."
     from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged
     from rf_ref.judge import load_judge
-    res = ShapesEval(prompts_per_category, images_per_prompt, 'test', seed).run(gen, load_judge(), progress=progress)
+    judge, t0 = load_judge(), time.perf_counter()
+    res = ShapesEval(prompts_per_category, images_per_prompt, 'test', seed).run(gen, judge, progress=progress)
     for fig, f in ((plot_scores({name: res}), f'shapeseval{suffix}.png'), (show_judged(res), f'judged{suffix}.png')):
         fig.savefig(os.path.join(out, f), dpi=120); _close(fig)
-    und = understanding_accuracy(gen.answer, n_scenes, 'test', seed)
-    return {'shapeseval': res.to_dict(), 'understanding': und}
+    t1 = time.perf_counter()
+    out_ = {'shapeseval': res.to_dict(), 'understanding': understanding_accuracy(gen.answer, n_scenes, 'test', seed)}
+    t2 = time.perf_counter()
+    if plan_prompts:
+        from rf_ref.plan_eval import plan_report
+        out_['plan'] = plan_report(gen, judge, prompts_per_category=plan_prompts, images_per_prompt=2, seed=seed)
+    seconds = {'shapeseval': t1 - t0, 'understanding': t2 - t1, **({'plan': time.perf_counter() - t2} if plan_prompts else {})}
+    return {**out_, 'seconds': {k: round(v, 1) for k, v in seconds.items()}}
 
 def _close(fig):
     import matplotlib.pyplot as plt; plt.close(fig)
@@ -56,7 +64,27 @@ def _samples(gen: RFGenerator, out: str, name: str, title: str):
     fig = show_samples(images, prompts, gen.last_rep, gen.model.cfg.vq.codebook_size, ncols=8, vq=gen.model.vq)
     fig.suptitle(title, fontsize=10, y=1.03); fig.savefig(os.path.join(out, name), dpi=150, bbox_inches='tight'); _close(fig)
 
-def run_demo(out: str = 'outputs/demo',            # PNGs, metrics.json and the run folder go here
+def _train(cfg, out: str, dev, steps, progress: bool, max_minutes) -> Trainer:
+    "A fresh run in out/run, trained for `steps` (default: the preset's); its loss plot goes to out/losses.png."
+    clear_run(os.path.join(out, 'run'))   # the demo's own run folder: each demo trains afresh (never under a run that trains)
+    tr = Trainer(cfg, os.path.join(out, 'run'), dev)
+    fit(tr, steps, progress=progress, time_limit=None if max_minutes is None else 60 * max_minutes)
+    fig = plot_history(tr.history, title=f'{cfg.name}: {tr.step} steps'); fig.savefig(os.path.join(out, 'losses.png'), dpi=120); _close(fig)
+    return tr
+
+def _shipped(shipped: str, dev, out: str, eval_kw: dict) -> dict:
+    "Blueprints, samples and the evaluation of the shipped checkpoint, with how it was trained."
+    from rf_ref.data import find_data_file
+    path = find_data_file(shipped, 'shipped checkpoint', 'pass shipped=None to skip it')
+    sgen = load_generator(path, device=dev, seed=0)
+    info_path = os.path.join(path, 'info.json')
+    info = json.load(open(info_path)) if os.path.exists(info_path) else {}
+    _samples(sgen, out, 'samples_shipped.png', f'shipped checkpoint {shipped}: {info.get("steps", "?")} steps')
+    return {'path': str(path), 'steps': info.get('steps'), 'command': info.get('command'),
+            **evaluate(sgen, out, name='shipped', suffix='_shipped', **eval_kw)}
+
+# %% ../nbs/60_demo.ipynb #4804a90c
+def run_demo(out: str = 'outputs/demo',            # PNGs, metrics.json, report.md and the run folder go here
              preset: str = 'shapes-tiny',          # the preset to train
              device=None,                          # default: cuda when present
              steps: int | None = None,             # default: the preset's stages (shapes-tiny: 1,334 steps = 32k generation examples)
@@ -65,32 +93,31 @@ def run_demo(out: str = 'outputs/demo',            # PNGs, metrics.json and the 
              progress: bool = True,                # show progress bars
              max_minutes: float | None = 60,       # safety net only: a run that hits it says so and is marked stopped_early
              shipped: str | None = 'rf_shapes-tiny',  # checkpoint shown after the fresh run (None: skip)
+             plan_prompts: int = 10,               # prompts per category of the plan diagnostics (0: skip them)
             ) -> dict:                             # what metrics.json holds
-    "Train a fixed number of steps, sample, evaluate; then the shipped checkpoint; write everything to `out`."
-    from rf_ref.data import find_data_file
-    dev = default_device(device)
+    "Train a fixed number of steps, sample, evaluate; then the shipped checkpoint; write everything and the report card to `out`."
+    from rf_ref.config import config_to_dict
+    from rf_ref.report import machine_info, write_report
+    dev, t0 = default_device(device), time.perf_counter()
     cfg = get_config(preset, list(overrides))
     os.makedirs(out, exist_ok=True)
-    t0 = time.perf_counter()
-    clear_run(os.path.join(out, 'run'))   # the demo's own run folder: each demo trains afresh (never under a run that trains)
-    tr = Trainer(cfg, os.path.join(out, 'run'), dev)
-    fit(tr, steps, progress=progress, time_limit=None if max_minutes is None else 60 * max_minutes)
-    train_s = time.perf_counter() - t0
-    fig = plot_history(tr.history, title=f'{preset}: {tr.step} steps'); fig.savefig(os.path.join(out, 'losses.png'), dpi=120); _close(fig)
+    tr = _train(cfg, out, dev, steps, progress, max_minutes)
+    t1 = time.perf_counter()
     gen = RFGenerator(tr.ema.module, tr.tok, seed=0)
     _samples(gen, out, 'samples.png', f'fresh run: {preset}, {tr.step} steps (seed {cfg.train.seed})')
     planned = steps if steps is not None else total_steps(cfg)
-    metrics = {'preset': preset, 'device': str(dev), 'steps': tr.step, 'planned_steps': planned,
-               'stopped_early': tr.step < planned, 'train_seconds': round(train_s, 1),
+    metrics = {'preset': preset, 'device': str(dev), 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+               'machine': machine_info(str(dev)), 'overrides': list(overrides), 'steps': tr.step, 'planned_steps': planned,
+               'stopped_early': tr.step < planned, 'train_seconds': round(t1 - t0, 1),
                'final_losses': {k: tr.history[-1][k] for k in ('fm', 'rep', 'lm') if k in tr.history[-1]}}
-    metrics.update(evaluate(gen, out, eval_prompts, progress=progress))
-    if shipped:
-        path = find_data_file(shipped, 'shipped checkpoint', 'pass shipped=None to skip it')
-        sgen = load_generator(path, device=dev, seed=0)
-        info_path = os.path.join(path, 'info.json')
-        info = json.load(open(info_path)) if os.path.exists(info_path) else {}
-        _samples(sgen, out, 'samples_shipped.png', f'shipped checkpoint {shipped}: {info.get("steps", "?")} steps')
-        metrics['shipped'] = {'path': str(path), 'steps': info.get('steps'), 'command': info.get('command'),
-                              **evaluate(sgen, out, eval_prompts, progress=progress, name='shipped', suffix='_shipped')}
+    eval_kw = {'prompts_per_category': eval_prompts, 'progress': progress, 'plan_prompts': plan_prompts if cfg.model.rf else 0}
+    metrics.update(evaluate(gen, out, **eval_kw))
+    t2 = time.perf_counter()
+    if shipped: metrics['shipped'] = _shipped(shipped, dev, out, eval_kw)
+    t3 = time.perf_counter()
+    metrics['seconds'] = {k: round(v, 1) for k, v in (('train', t1 - t0), ('fresh: samples and evaluation', t2 - t1),
+                                                      ('shipped: samples and evaluation', t3 - t2), ('total', t3 - t0))}
+    metrics['config'] = config_to_dict(cfg)
     with open(os.path.join(out, 'metrics.json'), 'w') as f: json.dump(metrics, f, indent=1)
+    write_report(metrics, out)
     return metrics
