@@ -132,6 +132,23 @@ def table(curves) -> str:
     return '\n'.join(rows)
 
 
+def plan_table(curves) -> str:
+    "Markdown table of the plan diagnostics at each point that logged them (--plan); '' when none did."
+    head = ('| run | gen. examples | R grid | object cells: codes | k-means | codes used | codes per image | '
+            'ShapesEval: sampled R | true plan | plan only | true plan read as objects |')
+    rows = [head, '|' + ' --- |' * (head.count('|') - 1)]
+    for c in curves:
+        for p in c['points']:
+            if 'plan' not in p: continue
+            pr, se = p['plan']['probe'], p['plan']['shapes_eval']
+            g = pr['config']['grid']
+            rows.append(f"| {c['name']} | {p['examples']:,} | {g}x{g} | {pr['vq']['object_accuracy']:.2f} | "
+                        f"{pr['kmeans']['object_accuracy']:.2f} | {pr['vq']['codes_used']} / {pr['config']['k']} | "
+                        f"{pr['vq']['codes_per_image']:.1f} | " + ' | '.join(f"{se[r]['overall']:.3f}" for r in
+                        ('sampled', 'oracle_plan', 'plan_only', 'true_plan_codes')) + ' |')
+    return '\n'.join(rows) if len(rows) > 2 else ''
+
+
 def cmd_plot(a):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -158,6 +175,7 @@ def cmd_plot(a):
     ax.set_xlabel('training wall time (min)'); ax.set_ylabel('ShapesEval overall'); ax.set_ylim(-0.02, 1.02); ax.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(a.out.replace('.png', '_walltime.png'), dpi=110)
     print(table(curves))
+    if plans := plan_table(curves): print('\n' + plans)
     print(f'wrote {a.out} and {a.out.replace(".png", "_walltime.png")}')
 
 

@@ -138,6 +138,8 @@ class SampleConfig:
     top_k: int = 20                   # top-k for R tokens; the paper does not give k
     temperature: float = 1.0
     guidance_interval: tuple = (0.0, 1.0)  # apply w_pix only for t in this interval
+    w_pix_rep: float = 0.0            # > 0: nested pixel guidance, v_0 + w_pix (v_T - v_0) + w_pix_rep (v_TR - v_T)
+                                      # (text, then R, as BAGEL nests text and image guidance); 0 = the paper's single CFG
 
 # %% ../nbs/00_config.ipynb #f9789ea2
 @dataclass
@@ -220,7 +222,7 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'model': 'latent_chan
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
 _AT_LEAST_0 = {'data': 'n_train n_test', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
-               'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k', 'vq': 'restart_after',
+               'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k w_pix_rep', 'vq': 'restart_after',
                'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size'}
 _ABOVE_1 = {'train': 'max_loss_ratio'}   # a ratio to the first loss: at or below 1 stops a healthy run
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]

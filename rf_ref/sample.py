@@ -15,9 +15,9 @@ from .model import RFModel, visibility, fill_slots, flow_output, embed_understan
 from .checkpoint import load_model
 
 # %% auto #0
-__all__ = ['MODES', 'SAMPLE_CLAMP', 'prompt_batch', 'sample_top_k', 'sample_rep_tokens', 'pixel_velocity', 'sample_pixels',
-           'generate', 'blueprint', 'show_samples', 'question_batch', 'greedy_answer_ids', 'answer', 'RFGenerator',
-           'load_generator', 'check_prompts']
+__all__ = ['MODES', 'SAMPLE_CLAMP', 'prompt_batch', 'sample_top_k', 'sample_rep_tokens', 'pixel_velocity', 'nested_guided',
+           'sample_pixels', 'generate', 'blueprint', 'show_samples', 'question_batch', 'greedy_answer_ids', 'answer',
+           'RFGenerator', 'load_generator', 'check_prompts']
 
 # %% ../nbs/40_sample.ipynb #757465a3
 def prompt_batch(model: RFModel,  # its config gives the sizes of the R and P blocks
@@ -30,19 +30,24 @@ def prompt_batch(model: RFModel,  # its config gives the sizes of the R and P bl
     return generation_batch(list(captions), images, tok, cfg.n_rep_tokens, cfg.n_pixel_tokens, cfg.data.max_text_len)
 
 # %% ../nbs/40_sample.ipynb #3d1e7a52
-MODES = ('cfg', 'cond', 'uncond')
+MODES = ('cfg', 'cond', 'uncond', 'nested')
+_COPIES = {'cfg': 2, 'nested': 3}   # rows per prompt
 
 def _mode_batch(batch: Batch, mode: str, hide_rep: bool):
-    "The rows to run for `mode` and their (b', n, n) mask: 'cfg' doubles the batch, its second half unconditional."
+    "The rows to run for `mode` and their (b', n, n) mask: 'cfg' doubles the batch, its second half unconditional; 'nested' triples it."
     if mode not in MODES: raise ValueError(f'unknown mode {mode!r}; valid: {", ".join(MODES)}')
-    full = batch
-    if mode == 'cfg':
-        cat = lambda x: torch.cat([x, x])
+    k, full = _COPIES.get(mode, 1), batch
+    if k > 1:
+        cat = lambda x: torch.cat([x] * k)
         full = Batch(cat(batch.tokens), cat(batch.modality), cat(batch.positions), cat(batch.targets), cat(batch.images),
-                     batch.texts * 2, batch.kind)
-    rows = torch.arange(len(full), device=batch.tokens.device)
-    uncond = rows >= len(batch) if mode == 'cfg' else torch.full_like(rows, mode == 'uncond', dtype=torch.bool)
-    return full, attention_mask(full.modality, None, visibility(full, uncond, uncond & hide_rep))
+                     batch.texts * k, batch.kind)
+    copy = torch.arange(len(full), device=batch.tokens.device) // len(batch)   # (b',) which copy of the prompts a row is
+    if mode == 'nested':   # [T and R; T alone; neither], for pixels: R hidden from the second copy on, T from the third
+        drop_text, drop_rep = copy == 2, copy >= 1
+    else:
+        drop_text = copy == 1 if mode == 'cfg' else torch.full_like(copy, mode == 'uncond', dtype=torch.bool)
+        drop_rep = drop_text & hide_rep
+    return full, attention_mask(full.modality, None, visibility(full, drop_text, drop_rep))
 
 # %% ../nbs/40_sample.ipynb #83b9c3f7
 def sample_top_k(logits: torch.Tensor,       # (b, k) logits
@@ -105,7 +110,7 @@ SAMPLE_CLAMP = 1e-4
 def pixel_velocity(model: RFModel,      # the model
                    batch: Batch,        # a prompt batch (`prompt_batch`) of b rows
                    rep=None,            # R ids (b, r) or features (b, r, e); None for the pixel-only model
-                   mode: str = 'cond',  # cond | uncond: b rows; cfg: 2b rows [conditional; unconditional], for `flow.guided`
+                   mode: str = 'cond',  # cond | uncond: b rows; cfg: 2b rows [conditional; unconditional] (`flow.guided`); nested: 3b
                   ) -> Callable:        # v(z (b', m, q), t (b',)) -> (b', m, q)
     "The model's velocity field for a prompt batch with R tokens `rep`, its prefix [T R bop] cached."
     cfg = model.cfg
@@ -114,7 +119,7 @@ def pixel_velocity(model: RFModel,      # the model
     h = model.tok_embed(full.tokens[:, :start])
     if cfg.model.rf:
         if rep is None: raise ValueError('this model uses R tokens: pass rep= (from sample_rep_tokens)')
-        rep_e = model.rep_embed(_rep_in(model, torch.cat([rep, rep]) if mode == 'cfg' else rep)) + model.rep_pos(cfg.rep_grid, cfg.rep_grid)
+        rep_e = model.rep_embed(_rep_in(model, torch.cat([rep] * _COPIES.get(mode, 1)))) + model.rep_pos(cfg.rep_grid, cfg.rep_grid)
         h = fill_slots(h, full.modality[:, :start] == Modality.REP, rep_e)
     cache = KVCache.empty(cfg.mot.depth)                                        # the prefix [T R bop], run once
     model.backbone(h, full.modality[:, :start], full.positions[:, :start], mask[:, :start, :start], cache)
@@ -126,6 +131,22 @@ def pixel_velocity(model: RFModel,      # the model
         cache.crop(start)                                                       # keep only the prefix
         return velocity_from_x(model.pix_head(hidden).float(), z, t, SAMPLE_CLAMP)
     return velocity
+
+# %% ../nbs/40_sample.ipynb #6e2e5aa9
+def nested_guided(velocity_fn_batched: Callable,  # f(z, t) on 3b rows [T and R; T alone; neither] -> v (`pixel_velocity` 'nested')
+                  w: float,                       # scale on the caption (w_pix)
+                  w_rep: float,                   # scale on the plan given the caption (w_pix_rep)
+                  interval: tuple = (0.0, 1.0),   # guide only for t in [lo, hi]; outside, the conditional velocity
+                 ) -> Callable:                   # velocity_fn(z, t) for `sample_ode`
+    "v_0 + w (v_T - v_0) + w_rep (v_TR - v_T): text and plan guided separately."
+    lo, hi = interval
+    def velocity_fn(z, t):
+        b = z.shape[0]
+        v = velocity_fn_batched(torch.cat([z] * 3), torch.cat([t] * 3))     # (3b, ...)
+        v_tr, v_t, v_0 = v[:b], v[b:2 * b], v[2 * b:]
+        inside = ((t >= lo) & (t <= hi)).view(b, *[1] * (v.dim() - 1))
+        return torch.where(inside, v_0 + w * (v_t - v_0) + w_rep * (v_tr - v_t), v_tr)
+    return velocity_fn
 
 # %% ../nbs/40_sample.ipynb #9f3b6d28
 @torch.no_grad()
@@ -139,10 +160,13 @@ def sample_pixels(model: RFModel,                   # the model
                   guidance_interval=(0.0, 1.0),     # w_pix applies for t in [lo, hi] (SampleConfig.guidance_interval)
                   generator: torch.Generator | None = None,  # seeds the noise (None: the global RNG)
                   progress: bool = False,           # show a progress bar over the steps
+                  w_pix_rep: float = 0.0,           # > 0: nested guidance, this scale on R given T (SampleConfig.w_pix_rep)
                  ) -> torch.Tensor:                 # (b, c, h, w) images in [-1, 1]
     "Images for a prompt batch, given its R tokens."
     cfg = model.cfg
-    if w_pix != 1.0: velocity = guided(pixel_velocity(model, batch, rep, 'cfg'), w_pix, guidance_interval)
+    if w_pix_rep > 0 and cfg.model.rf:
+        velocity = nested_guided(pixel_velocity(model, batch, rep, 'nested'), w_pix, w_pix_rep, guidance_interval)
+    elif w_pix != 1.0: velocity = guided(pixel_velocity(model, batch, rep, 'cfg'), w_pix, guidance_interval)
     else: velocity = pixel_velocity(model, batch, rep, 'cond')
     q = cfg.flow.patch_size ** 2 * cfg.flow_channels
     z0 = torch.randn(len(batch), cfg.n_pixel_tokens, q, generator=generator, device=batch.tokens.device) * cfg.flow.noise_scale
@@ -168,7 +192,7 @@ def generate(model: RFModel,                     # the model (its mode is restor
     if model.cfg.model.rf and rep is None:
         rep = sample_rep_tokens(model, batch, scfg.w_rep, scfg.top_k, scfg.temperature, generator)
     images = sample_pixels(model, batch, rep if model.cfg.model.rf else None, scfg.w_pix, scfg.steps, scfg.shift,
-                           scfg.sampler, scfg.guidance_interval, generator, progress)
+                           scfg.sampler, scfg.guidance_interval, generator, progress, scfg.w_pix_rep)
     model.train(was_training)
     return {'images': images, 'rep': rep}
 
