@@ -106,6 +106,10 @@ class ModelConfig:
     p_drop_text: float = 0.1          # CFG training: drop T ...
     p_drop_rep: float = 0.1           # ... and, independently, the whole R sequence
     connector_hidden: int = 0         # MLP connector width for understanding; 0 = backbone width
+    rep_to_pixel: bool = False        # also add to each P token's input the code embeddings of the R cells over it (a
+                                      # zero-initialized linear map; zero where R is dropped): a direct path from the plan to
+                                      # the pixels under it, beside attention. Not in the paper, which couples R and P through
+                                      # attention alone; a toy-scale aid (RESULTS.md, issue 20)
     positions: str = 'sincos'         # 2D positions inside image segments: sincos (fixed 2D sin-cos of cell centres
                                       # + a zero-initialized learned residual) | learned (row + column tables, std 0.02)
     repa_weight: float = 0.0          # REPA baseline (Table 3b): lambda of its alignment loss; 0 = off (REPA's default 0.5)

@@ -20,8 +20,8 @@ from contextlib import nullcontext
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
-           'fill_slots', 'image_grids', 'embed_generation', 'segments', 'visibility', 'lm_loss', 'rep_loss',
-           'generation_noise', 'generation_inputs', 'generation_head_losses', 'generation_losses',
+           'fill_slots', 'image_grids', 'embed_generation', 'rep_under_pixels', 'segments', 'visibility', 'lm_loss',
+           'rep_loss', 'generation_noise', 'generation_inputs', 'generation_head_losses', 'generation_losses',
            'embed_understanding', 'understanding_losses', 'objective', 'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
@@ -105,6 +105,9 @@ class RFModel(nn.Module):
         self.pix_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         self.time_embed = TimeEmbedding(d)
         self.pix_head = nn.Linear(d, q)
+        if cfg.model.rf and cfg.model.rep_to_pixel:   # the plan under each P token, straight into its input (zero at init)
+            self.pix_from_rep = nn.Linear(d * max(1, cfg.rep_grid // cfg.pixel_grid) ** 2, d)
+            nn.init.zeros_(self.pix_from_rep.weight); nn.init.zeros_(self.pix_from_rep.bias)
         nn.init.zeros_(self.pix_head.weight); nn.init.zeros_(self.pix_head.bias)
         if cfg.model.repa_weight > 0: self.repa_proj = RepaProjector(d, enc.width)   # the REPA baseline (Table 3b)
         if cfg.model.space == 'latent':   # Table 3a's VAE rows: a frozen stage-0 autoencoder, loaded by the trainer
@@ -179,7 +182,8 @@ def embed_generation(model: RFModel,
                      batch: Batch,         # a generation batch: its token ids, modalities and image size
                      rep_in,               # (b, r) R ids, or (b, r, e) features (continuous); None without R
                      z_t: torch.Tensor,    # (b, m, q) noisy patches
-                     t: torch.Tensor       # (b,) flow times
+                     t: torch.Tensor,      # (b,) flow times
+                     rep_visible=None,     # (b,) bool: rows whose R the pixels may see (CFG drops); None: all
                     ) -> torch.Tensor:
     "(b, n, d) embeddings of a generation batch; `rep_in` ids (b, r) or features (b, r, e); z_t (b, m, q); t (b,)."
     cfg, grids = model.cfg, image_grids(model.cfg, *batch.images.shape[-2:])  # the grids of this batch's image size
@@ -188,7 +192,31 @@ def embed_generation(model: RFModel,
         rep = model.rep_embed(rep_in) + model.rep_pos(*grids['rep'])           # (b, r, d)
         h = fill_slots(h, batch.modality == Modality.REP, rep)
     pix = model.pix_embed(z_t) + model.pix_pos(*grids['pixel']) + model.time_embed(t)[:, None]  # (b, m, d)
+    if hasattr(model, 'pix_from_rep'): pix = pix + rep_under_pixels(model, rep_in, grids, rep_visible)
     return fill_slots(h, batch.modality == Modality.PIXEL, pix)
+
+# %% ../nbs/30_model.ipynb #baffcbc0
+def rep_under_pixels(model: RFModel,
+                     rep_in,               # (b, r) R ids, or (b, r, e) features (continuous)
+                     grids: dict,          # `image_grids` of the batch: 'rep' and 'pixel' (rows, columns)
+                     visible=None,         # (b,) bool: rows whose R the pixels may see; None: all
+                    ) -> torch.Tensor:     # (b, m, d) added to the P tokens' inputs
+    "The code embeddings of the R cells over each P token, through `pix_from_rep`; zero on rows whose R is hidden."
+    (gr, wr), (gp, wp) = grids['rep'], grids['pixel']
+    if not (gr % gp == 0 and wr % wp == 0) and not (gp % gr == 0 and wp % wr == 0):
+        raise ValueError(f'model.rep_to_pixel needs one grid to divide the other: R {gr}x{wr}, P {gp}x{wp}; '
+                         f'change encoder.pool or flow.patch_size, or set model.rep_to_pixel=false')
+    e = model.rep_embed(rep_in)                                                 # (b, r, d)
+    b, d = e.shape[0], e.shape[-1]
+    e = e.view(b, gr, wr, d)
+    if gr >= gp:                      # f x f cells over each P token, concatenated row-major
+        f = gr // gp
+        e = e.view(b, gp, f, wp, f, d).permute(0, 1, 3, 2, 4, 5).reshape(b, gp * wp, f * f * d)
+    else:                             # one cell over f x f P tokens: each takes its cell's embedding
+        f = gp // gr
+        e = e.repeat_interleave(f, 1).repeat_interleave(f, 2).reshape(b, gp * wp, d)
+    out = model.pix_from_rep(e)
+    return out if visible is None else out * visible.to(out.dtype)[:, None, None]
 
 # %% ../nbs/30_model.ipynb #fd700103
 def segments(batch: Batch) -> dict:  # a generation batch
@@ -269,7 +297,7 @@ def generation_inputs(model: RFModel,
         tg = rep_targets(model, batch.images, update, patches)
         target = tg['ids'] if cfg.model.rep_target == 'discrete' else F.normalize(tg['features'], dim=-1)
         stats = {f'vq_{k}': v for k, v in tg['stats'].items()}
-    return {**noise, 'x': x, 'target': target, 'stats': stats, 'h': embed_generation(model, batch, target, z_t, noise['t']),
+    return {**noise, 'x': x, 'target': target, 'stats': stats, 'h': embed_generation(model, batch, target, z_t, noise['t'], ~noise['drop_rep']),
             'visible': visibility(batch, noise['drop_text'], noise['drop_rep'])}
 
 def generation_head_losses(model: RFModel,

@@ -11,7 +11,7 @@ from .config import Modality, SampleConfig
 from .data import Batch, IGNORE, generation_batch, understanding_batch, load_tokenizer
 from .mot import KVCache, attention_mask
 from .flow import unpatchify, sample_ode, velocity_from_x, cfg_velocity, guided
-from .model import RFModel, visibility, fill_slots, flow_output, embed_understanding
+from .model import RFModel, visibility, fill_slots, flow_output, embed_understanding, rep_under_pixels
 from .checkpoint import load_model
 
 # %% auto #0
@@ -124,6 +124,11 @@ def pixel_velocity(model: RFModel,      # the model
     cache = KVCache.empty(cfg.mot.depth)                                        # the prefix [T R bop], run once
     model.backbone(h, full.modality[:, :start], full.positions[:, :start], mask[:, :start, :start], cache)
     pos = model.pix_pos(cfg.pixel_grid, cfg.pixel_grid)
+    if hasattr(model, 'pix_from_rep'):   # the plan under each P token; rows that hide R get none (`model.rep_to_pixel`)
+        copy = torch.arange(len(full), device=pos.device) // len(batch)
+        sees = copy == 0 if mode in ('cfg', 'nested') else torch.full_like(copy, mode == 'cond', dtype=torch.bool)
+        grids = {'rep': (cfg.rep_grid, cfg.rep_grid), 'pixel': (cfg.pixel_grid, cfg.pixel_grid)}
+        pos = pos + rep_under_pixels(model, _rep_in(model, torch.cat([rep] * _COPIES.get(mode, 1))), grids, sees)
 
     def velocity(z, t):
         e = model.pix_embed(z) + pos + model.time_embed(t)[:, None]             # (b', m, d)
