@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #3a95d6ed
 from __future__ import annotations
-import argparse, json, math, os, sys
+import argparse, dataclasses, json, math, os, sys
 from pathlib import Path
 from .config import get_config, config_to_dict
 from .presets import PRESETS
@@ -12,8 +12,8 @@ from .presets import PRESETS
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
            'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
-           'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'cmd_eval', 'cmd_train_judge', 'cmd_ablate',
-           'cmd_demo', 'build_parser', 'main']
+           'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'sample_overrides', 'cmd_eval', 'cmd_train_judge',
+           'cmd_ablate', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -179,6 +179,17 @@ def plan_sizes(text: str) -> dict:
     if len(parts) != 4: raise argparse.ArgumentTypeError(f'{text!r}: give four sizes FIT,TEST,PROMPTS,IMAGES, e.g. 1500,500,25,2')
     return dict(zip(('n_fit', 'n_test', 'prompts_per_category', 'images_per_prompt'), map(positive, parts)))
 
+def sample_overrides(items) -> dict:  # ['top_k=0', 'sample.w_rep=1', ...] -> {'top_k': '0', 'w_rep': '1'}
+    "The sampling settings of `--sample KEY=VALUE` flags, for `load_generator` (which validates them)."
+    out = {}
+    for s in items or ():
+        key, eq, value = s.partition('=')
+        key = key.removeprefix('sample.')
+        if not eq or not key or '.' in key:
+            raise ValueError(f'--sample {s!r}: write a SampleConfig field and its value, e.g. --sample top_k=0 (see rf-ref config)')
+        out[key] = value
+    return out
+
 def cmd_eval(args):
     "ShapesEval (+ understanding, + FID) of a checkpoint or a baseline, written as a JSON report."
     import torch, matplotlib; matplotlib.use('Agg')
@@ -188,14 +199,15 @@ def cmd_eval(args):
     out = writable(args.out or f'outputs/eval/{name}.json', '--out')
     if args.plots: writable(args.plots, '--plots', folder=True)
     if args.plan is not None and not args.ckpt: raise ValueError('--plan reads the R codes of a checkpoint: use it with --ckpt')
+    if args.sample and not args.ckpt: raise ValueError('--sample changes how a checkpoint samples: use it with --ckpt')
     if args.threads: torch.set_num_threads(args.threads)
     judge = load_judge(args.judge or None)
     if args.ckpt:
         from rf_ref.sample import load_generator
-        model = load_generator(args.ckpt); answer = model.answer
+        model = load_generator(args.ckpt, **sample_overrides(args.sample)); answer = model.answer
     elif args.renderer: model, answer = RendererModel(args.seed), judge_answerer(judge)
     else: model, answer = NoiseModel(args.seed), None
-    more = {}
+    more = {'sample': lambda judge: dataclasses.asdict(model.scfg)} if args.ckpt else {}   # how the checkpoint was sampled
     if args.plan is not None:   # refused before any work when the model has no R codes
         from rf_ref.plan_eval import check_plan_generator, plan_report; check_plan_generator(model)
         more['plan'] = lambda judge: plan_report(model, judge, split=args.split, seed=args.seed, batch_size=args.batch_size,
@@ -352,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--plots', default='', metavar='DIR', help='also save the score bars and a judged sample grid here')
     p.add_argument('--threads', type=at_least(0), default=0, help=_THREADS)
     p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.add_argument('--sample', action='append', metavar='KEY=VALUE', help='a sampling setting of the checkpoint to change, '
+                   'e.g. --sample top_k=0 (repeat for more; the SampleConfig fields of rf-ref config)')
     p.add_argument('--plan', nargs='?', const=plan_sizes('1500,500,25,2'), type=plan_sizes, metavar='FIT,TEST,PROMPTS,IMAGES',
                    help='also the plan diagnostics: the R-code probe on FIT + TEST renders, and sampled, oracle-plan and '
                    'plan-only ShapesEval on PROMPTS x IMAGES per category (default 1500,500,25,2: about a minute on a CPU)')

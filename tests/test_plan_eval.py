@@ -36,3 +36,19 @@ def test_plan_refuses_bad_use():
     one_line_error(rf_ref('eval', '--renderer', '--plan'), '--plan', 'use it with --ckpt')
     one_line_error(rf_ref('eval', '--ckpt', 'data/rf_shapes-tiny', '--plan', '10,10,1'), '--plan', 'FIT,TEST,PROMPTS,IMAGES')
     one_line_error(rf_ref('eval', '--ckpt', 'data/rf_shapes-tiny', '--plan', '10,0,1,1'), '--plan', 'must be at least 1')
+
+
+def test_eval_changes_sampling_settings_of_a_checkpoint(tmp_path):
+    "`--sample KEY=VALUE` samples the checkpoint with other settings, and the report records the settings used."
+    out = tmp_path / 'r.json'
+    r = rf_ref('eval', '--ckpt', 'data/rf_shapes-tiny', '--sample', 'top_k=0', '--sample', 'sample.w_rep=1.5',
+               '--prompts-per-category', '1', '--images-per-prompt', '1', '--understanding', '0', '--no-fid', '--quiet', '--out', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    used = json.loads(out.read_text())['sample']
+    assert (used['top_k'], used['w_rep'], used['w_pix']) == (0, 1.5, 3.0)      # changed, changed, the checkpoint's own
+    for bad, says in ((['--sample', 'topk'], "--sample 'topk'"), (['--sample', 'top_k=x'], "sample.top_k='x' is not an integer")):
+        r = rf_ref('eval', '--ckpt', 'data/rf_shapes-tiny', *bad, '--out', tmp_path / 'bad.json')
+        assert r.returncode != 0 and says in one_line_error(r), r.stderr[-2000:]
+        assert not (tmp_path / 'bad.json').exists()
+    r = rf_ref('eval', '--renderer', '--sample', 'top_k=0', '--out', tmp_path / 'bad.json')
+    assert r.returncode != 0 and 'use it with --ckpt' in one_line_error(r)
