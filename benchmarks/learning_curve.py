@@ -26,7 +26,7 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None,
     "ShapesEval + understanding + FID (judge features) of the trainer's EMA weights; `plan`: also `plan_eval.plan_report`."
     import matplotlib.pyplot as plt
     from dataclasses import replace
-    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged
+    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged, surplus_objects
     from rf_ref.judge import load_judge
     from rf_ref.sample import RFGenerator
     model = tr.ema.module.eval()
@@ -49,7 +49,7 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None,
         from rf_ref.plan_eval import plan_report
         extra['plan'] = plan_report(RFGenerator(model, tr.tok, scfg, seed=seed), judge, seed=seed)
     model.train()
-    return {'shapeseval': res.to_dict(), 'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und,
+    return {'shapeseval': res.to_dict(), 'clutter': surplus_objects(res), 'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und,
             'eval_seconds': round(time.perf_counter() - t0, 1), **extra}
 
 
@@ -109,7 +109,7 @@ def cmd_train(a):
               f"{s['overall']:.3f} [{s['overall_ci'][0]:.3f}, {s['overall_ci'][1]:.3f}] "
               + ' '.join(f'{c[:6]}={v:.2f}' for c, v in s['scores'].items())
               + (f" | understanding {u['overall']:.2f} " + ' '.join(f'{k}={v:.2f}' for k, v in u['per_type'].items()) if u else '')
-              + f" | FID {rec['fid']:.1f}", flush=True)
+              + f" | FID {rec['fid']:.1f} | surplus objects {rec['clutter']['surplus']:.2f}", flush=True)
         if 'plan' in rec:
             from rf_ref.plan_eval import plan_summary; print(f'  {plan_summary(rec["plan"])}', flush=True)
 

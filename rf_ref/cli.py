@@ -216,8 +216,8 @@ def cmd_eval(args):
                              args.batch_size, args.understanding, not args.no_fid, out, name, not args.quiet, more)
     se = report['shapes_eval']
     print(format_table({name: {**se['scores'], 'overall': se['overall']}}, first='ShapesEval'))
-    print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; "
-          f"ShapesEval took {report['shapes_eval_seconds']:.1f}s; report written to {out}")
+    print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; objects beyond those "
+          f"asked for {report['clutter']['surplus']:.2f} an image; ShapesEval took {report['shapes_eval_seconds']:.1f}s; report written to {out}")
     if args.plan is not None:
         from rf_ref.plan_eval import plan_summary; print(plan_summary(report['plan']))
     if args.plots:

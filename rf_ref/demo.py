@@ -36,16 +36,16 @@ def evaluate(gen,                            # `generate(captions)` and `answer(
              progress: bool = True,          # show progress bars
              suffix: str = '',               # added to the plot file names
              plan_prompts: int = 0,          # > 0: also the plan diagnostics (`plan_eval.plan_report`, 2 images a prompt)
-            ) -> dict:                       # 'shapeseval' (`EvalResult.to_dict`), 'understanding', 'plan', 'seconds'
+            ) -> dict:                       # 'shapeseval' (`EvalResult.to_dict`), 'clutter', 'understanding', 'plan', 'seconds'
     "ShapesEval, understanding accuracy and (RF models) the plan diagnostics; writes shapeseval{suffix}.png and judged{suffix}.png."
-    from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged
+    from rf_ref.eval import ShapesEval, understanding_accuracy, plot_scores, show_judged, surplus_objects
     from rf_ref.judge import load_judge
     judge, t0 = load_judge(), time.perf_counter()
     res = ShapesEval(prompts_per_category, images_per_prompt, 'test', seed).run(gen, judge, progress=progress)
     for fig, f in ((plot_scores({name: res}), f'shapeseval{suffix}.png'), (show_judged(res), f'judged{suffix}.png')):
         fig.savefig(os.path.join(out, f), dpi=120); _close(fig)
     t1 = time.perf_counter()
-    out_ = {'shapeseval': res.to_dict(), 'understanding': understanding_accuracy(gen.answer, n_scenes, 'test', seed)}
+    out_ = {'shapeseval': res.to_dict(), 'clutter': surplus_objects(res), 'understanding': understanding_accuracy(gen.answer, n_scenes, 'test', seed)}
     t2 = time.perf_counter()
     if plan_prompts:
         from rf_ref.plan_eval import plan_report

@@ -18,10 +18,10 @@ from .shapes import (CATEGORIES, COLORS, HELDOUT, NUMBERS, QUESTION_TYPES, RELAT
 from .judge import Judge, JudgeConfig, detect, load_judge, format_table, hardware_info
 
 # %% auto #0
-__all__ = ['parse_caption', 'bootstrap_ci', 'EvalResult', 'ShapesEval', 'RendererModel', 'NoiseModel', 'normalize_answer',
-           'understanding_accuracy', 'answer_from_objects', 'judge_answerer', 'frechet_distance', 'image_features',
-           'feature_statistics', 'fid', 'InceptionFeatures', 'plot_scores', 'show_judged', 'run_shapes_eval',
-           'save_eval_plots']
+__all__ = ['parse_caption', 'bootstrap_ci', 'EvalResult', 'ShapesEval', 'surplus_objects', 'RendererModel', 'NoiseModel',
+           'normalize_answer', 'understanding_accuracy', 'answer_from_objects', 'judge_answerer', 'frechet_distance',
+           'image_features', 'feature_statistics', 'fid', 'InceptionFeatures', 'plot_scores', 'show_judged',
+           'run_shapes_eval', 'save_eval_plots']
 
 # %% ../nbs/21_eval.ipynb #eeebcdcb
 _ONE = '|'.join(SHAPES)
@@ -136,6 +136,18 @@ class ShapesEval:
         config = {'prompts_per_category': len(self.prompts[self.categories[0]]), 'images_per_prompt': self.images_per_prompt,
                   'split': self.split, 'seed': self.seed, 'categories': list(self.categories)}
         return EvalResult(scores, ci, float(np.mean(list(scores.values()))), overall_ci, records, config, images)
+
+# %% ../nbs/21_eval.ipynb #dabc75d4
+def surplus_objects(result: EvalResult) -> dict:  # a `ShapesEval.run` result (its per-image records)
+    "Mean objects seen beyond those each prompt names, and the share of single-object images holding exactly one."
+    def asked(caption: str) -> int:
+        p = parse_caption(caption)
+        return p.count if p.category == 'counting' else len(p.shapes)
+    recs = [r for r in result.records if 'objects' in r]
+    if not recs: raise ValueError('surplus_objects needs the per-image objects of ShapesEval.run; these records have none')
+    surplus = [max(0, len(r['objects']) - asked(r['caption'])) for r in recs]
+    single = [len(r['objects']) == 1 for r in recs if r['category'] == 'single_object']
+    return {'surplus': float(np.mean(surplus)), 'single_exactly_one': float(np.mean(single)) if single else float('nan')}
 
 # %% ../nbs/21_eval.ipynb #ac748ba1
 class RendererModel:
@@ -299,7 +311,8 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
     judge = judge or load_judge(); t0 = time.time()
     evaluation = ShapesEval(prompts_per_category, images_per_prompt, split, seed)
     result = evaluation.run(generate, judge, batch_size, keep_images=with_fid, progress=progress)
-    report = {'name': name, 'shapes_eval': result.to_dict(), 'shapes_eval_seconds': round(time.time() - t0, 2)}
+    report = {'name': name, 'shapes_eval': result.to_dict(), 'clutter': surplus_objects(result),
+              'shapes_eval_seconds': round(time.time() - t0, 2)}
     if with_fid: report['fid_judge_vs_renderer'] = evaluation.fid_to_renderer(result, judge, seed + 1)
     if answer is not None and understanding_n:
         size = result.images.shape[1] if with_fid else judge.config.image_size

@@ -7,14 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import torch
-from .shapes import COLORS, SHAPES
+from .shapes import COLORS, SHAPES, caption, render, sample_prompt, sample_scene, to_tensor
 from .judge import Judge, detect, load_judge
 from .sample import generate
+from .model import rep_targets
 from .plan_eval import LABELS, label_of, probe_renders
 
 # %% auto #0
-__all__ = ['CodeBook', 'codebook_from_counts', 'read_codes', 'object_mask', 'move_object', 'recolor_object', 'add_object',
-           'draw_plans', 'edit_passed']
+__all__ = ['EDITS', 'CodeBook', 'codebook_from_counts', 'read_codes', 'object_mask', 'move_object', 'recolor_object',
+           'add_object', 'draw_plans', 'edit_passed', 'EditCase', 'true_plans', 'edit_cases', 'judge_edits',
+           'short_label', 'show_plans']
 
 # %% ../nbs/23_plan_edit.ipynb #9c7246f5
 @dataclass
@@ -44,9 +46,16 @@ def _grid(plan) -> np.ndarray:
     if g * g != p.size: raise ValueError(f'a plan of {p.size} codes is not a square grid: pass one R sequence (g * g codes)')
     return p.reshape(g, g).copy()
 
-def object_mask(plan, book: CodeBook, label: int) -> np.ndarray:  # -> (g, g) bool
-    "The cells of `plan` whose code stands for `label`."
-    return book.code_labels[_grid(plan)] == label
+def object_mask(plan, book: CodeBook, label: int,
+                halo: int = 0) -> np.ndarray:  # also the cells this near whose code is not background nor another object
+    "The cells of `plan` whose code stands for `label` (-> (g, g) bool), with the edge cells around them if `halo`."
+    p = _grid(plan); labels = book.code_labels[p]; mask = labels == label
+    for _ in range(halo):
+        grown = mask.copy()
+        for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+            grown |= np.roll(np.pad(mask, 1), (dy, dx), (0, 1))[1:-1, 1:-1]
+        mask = grown & ((labels == label) | ((labels == 0) & (p != book.background)))
+    return mask
 
 def _shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     g = len(mask); ys, xs = np.nonzero(mask)
@@ -55,10 +64,16 @@ def _shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     out = np.zeros_like(mask); out[ys + dy, xs + dx] = True
     return out
 
-def move_object(plan, book: CodeBook, label: int, dy: int, dx: int) -> np.ndarray:  # -> (g * g,) codes
-    "Shift the object of `label` by (dy, dx) cells; the cells it leaves become background."
-    p, mask = _grid(plan), object_mask(plan, book, label)
-    if not mask.any(): raise ValueError(f'no cell of this plan stands for {LABELS[label]!r}: pick a label the plan holds')
+# %% ../nbs/23_plan_edit.ipynb #5e2f0a71
+def _held(plan, book: CodeBook, label: int, halo: int, what: str = 'this plan') -> np.ndarray:
+    mask = object_mask(plan, book, label, halo)
+    if not (book.code_labels[_grid(plan)] == label).any():
+        raise ValueError(f'no cell of {what} stands for {LABELS[label]!r}: pick a label the plan holds')
+    return mask
+
+def move_object(plan, book: CodeBook, label: int, dy: int, dx: int, halo: int = 0) -> np.ndarray:  # -> (g * g,) codes
+    "Shift the object of `label` (and its edge cells within `halo`) by (dy, dx) cells; the cells it leaves become background."
+    p, mask = _grid(plan), _held(plan, book, label, halo)
     out = np.where(mask, book.background, p)
     out[_shifted(mask, dy, dx)] = p[mask]
     return out.ravel()
@@ -68,15 +83,13 @@ def recolor_object(plan, book: CodeBook, label: int, color: str) -> np.ndarray: 
     shape = SHAPES[(label - 1) // len(COLORS)]
     new = 1 + SHAPES.index(shape) * len(COLORS) + list(COLORS).index(color)
     if book.label_codes[new] < 0: raise ValueError(f'no code stands for {LABELS[new]!r} in this codebook: pick another colour')
-    p, mask = _grid(plan), object_mask(plan, book, label)
-    if not mask.any(): raise ValueError(f'no cell of this plan stands for {LABELS[label]!r}: pick a label the plan holds')
+    p, mask = _grid(plan), _held(plan, book, label, 0)
     p[mask] = book.label_codes[new]
     return p.ravel()
 
-def add_object(plan, donor, book: CodeBook, label: int, dy: int = 0, dx: int = 0) -> np.ndarray:  # -> (g * g,) codes
-    "Paste the cells of `donor` that stand for `label`, shifted by (dy, dx), into `plan`."
-    p, d, mask = _grid(plan), _grid(donor), object_mask(donor, book, label)
-    if not mask.any(): raise ValueError(f'no cell of the donor plan stands for {LABELS[label]!r}: pick another donor')
+def add_object(plan, donor, book: CodeBook, label: int, dy: int = 0, dx: int = 0, halo: int = 0) -> np.ndarray:  # -> (g * g,)
+    "Paste the cells of `donor` that stand for `label` (and its edge cells within `halo`), shifted by (dy, dx), into `plan`."
+    p, d, mask = _grid(plan), _grid(donor), _held(donor, book, label, halo, 'the donor plan')
     p[_shifted(mask, dy, dx)] = d[mask]
     return p.ravel()
 
@@ -107,3 +120,100 @@ def edit_passed(kind: str,            # move | recolor | add
     if len(b) != 1 or len(a) != 1: return False
     return all(abs(s) == 0 or (getattr(a[0], k) - getattr(b[0], k)) * np.sign(s) >= 0.5 * abs(s) / grid
                for k, s in (('x', dx), ('y', dy)))
+
+# %% ../nbs/23_plan_edit.ipynb #18b15869
+@dataclass
+class EditCase:
+    "A scene's caption and true plan with its three edits."
+    caption: str
+    label: int        # the scene's object
+    added: int        # the label of the pasted object
+    new_label: int    # the object's label after recolouring
+    dx: int           # the move, in cells (to the right when > 0)
+    plans: dict       # 'none' | 'move' | 'recolor' | 'add' -> (g * g,) codes
+
+def true_plans(model, scenes) -> np.ndarray:  # -> (n, g * g)
+    "The R codes of each scene's render, as training computes them."
+    dev = next(model.parameters()).device
+    x = torch.stack([to_tensor(render(s, model.cfg.data.image_size)) for s in scenes]).to(dev)
+    return rep_targets(model, x)['ids'].cpu().numpy()
+
+def _recolored(label: int, color: str) -> int:
+    return label - (label - 1) % len(COLORS) + list(COLORS).index(color)
+
+def edit_cases(model, book: CodeBook, n: int = 50, seed: int = 0, halo: int = 1, tries: int = 20) -> list:
+    "Up to `n` `EditCase`s from single-object test scenes (at most `tries` * n pairs of scenes are drawn)."
+    rng, cases = np.random.default_rng([seed, 23]), []
+    for _ in range(tries * n):
+        if len(cases) == n: break
+        (p, a), (_, b) = [(q, sample_scene(q, rng, 'test')) for q in [sample_prompt('single_object', rng, 'test') for _ in 'ab']]
+        (la, lb), (pa, pb) = (label_of(a[0]), label_of(b[0])), true_plans(model, [a, b])
+        ma, mb = object_mask(pa, book, la, halo), object_mask(pb, book, lb, halo)
+        if la == lb or not (book.code_labels[pa] == la).any() or not (book.code_labels[pb] == lb).any() or (ma & mb).any():
+            continue
+        g, step = len(ma), max(1, round(3 * len(ma) / 8))                 # 3 cells of an 8x8 grid, 2 of a 4x4
+        xs = np.nonzero(ma)[1]; dx = step if xs.mean() < g / 2 else -step
+        colors = [c for c in COLORS if c != a[0].color and book.label_codes[_recolored(la, c)] >= 0]
+        if xs.min() + dx < 0 or xs.max() + dx >= g or not colors: continue
+        color = colors[int(rng.integers(len(colors)))]
+        cases.append(EditCase(caption(p), la, lb, _recolored(la, color), dx, {
+            'none': pa, 'move': move_object(pa, book, la, 0, dx, halo), 'recolor': recolor_object(pa, book, la, color),
+            'add': add_object(pa, pb, book, lb, halo=halo)}))
+    return cases
+
+# %% ../nbs/23_plan_edit.ipynb #f264bb57
+EDITS = ('move', 'recolor', 'add')
+
+@torch.no_grad()
+def judge_edits(gen,                        # `sample.RFGenerator`: the model and its sampler settings
+                cases: list,                # `EditCase`s
+                judge: Judge | None = None, # None: the shipped judge
+                seed: int = 0,              # the pixel noise, the same for every plan of a case
+               ) -> dict:                   # 'images', 'found', 'passed', 'control', 'rates'
+    "Draw every case's four plans and judge each edit; the control judges the unedited image in the edit's place."
+    judge = judge or load_judge()
+    images = {k: draw_plans(gen, [c.caption for c in cases], np.stack([c.plans[k] for c in cases]), seed) for k in ('none',) + EDITS}
+    seen = {k: detect(judge, v) for k, v in images.items()}
+    def verdicts(k, after):
+        return [edit_passed(k, c.added if k == 'add' else c.label, b, a, int(len(c.plans[k]) ** 0.5), 0, c.dx, c.new_label)
+                for c, b, a in zip(cases, seen['none'], after)]
+    found = [bool(_find(s, c.label)) for c, s in zip(cases, seen['none'])]
+    passed = {k: verdicts(k, seen[k]) for k in EDITS}
+    control = {k: verdicts(k, seen['none']) for k in EDITS}
+    rates = {'unedited_found': float(np.mean(found))} | {k: float(np.mean(v)) for k, v in passed.items()} | \
+            {f'{k}_control': float(np.mean(v)) for k, v in control.items()}
+    return dict(images=images, found=found, passed=passed, control=control, rates=rates)
+
+# %% ../nbs/23_plan_edit.ipynb #91e73028
+def short_label(label: int) -> str:
+    "Two letters for a label id: the colour's initial and the shape's ('rc' a red circle, 'bs' a blue square); '' for background."
+    return '' if label == 0 else ''.join(w[0] for w in LABELS[label].split())
+
+def show_plans(plans,                 # (b, g * g) R codes
+               book: CodeBook,        # what each code stands for (`read_codes`)
+               images=None,           # (b, c, h, w) in [-1, 1]: drawn under their plans
+               titles=None,           # b titles, over the plans
+               vq=None,               # the model's `OnlineVQ`: cells in their codes' learned colours
+               marks=None,            # True/False per image: a green/red frame (e.g. the judge's verdict)
+               ncols: int = 8,        # plans per row
+               size: float = 1.3):    # inches per panel
+    "Plans with every cell labelled by what its code stands for, each above the image drawn from it."
+    import matplotlib.pyplot as plt
+    from rf_ref.vq import token_map_colors
+    from rf_ref.shapes import to_uint8
+    plans = np.asarray(plans); b, per = len(plans), 1 if images is None else 2
+    ncols = min(ncols, b); groups = -(-b // ncols)
+    fig, ax = plt.subplots(per * groups, ncols, figsize=(size * ncols, size * per * groups), squeeze=False)
+    for i, plan in enumerate(plans):
+        p, top = _grid(plan), ax[per * (i // ncols), i % ncols]
+        top.imshow(token_map_colors(torch.as_tensor(p), len(book.code_labels), vq))
+        for (y, x), code in np.ndenumerate(p):
+            top.text(x, y, short_label(int(book.code_labels[code])), ha='center', va='center', fontsize=5, color='white')
+        if titles is not None: top.set_title(titles[i], fontsize=6)
+        if images is not None:
+            under = ax[per * (i // ncols) + 1, i % ncols]; under.imshow(to_uint8(images[i]))
+            for s in under.spines.values():
+                s.set_visible(marks is not None); s.set_color('green' if marks is not None and marks[i] else 'red'); s.set_linewidth(2)
+    for a in ax.flat: a.set_xticks([]); a.set_yticks([]); a.set_frame_on(a.has_data())
+    fig.tight_layout()
+    return fig

@@ -46,15 +46,15 @@ def _table(header: list, rows: list) -> str:
 def _f(x, digits: int = 2) -> str: return '-' if x is None else f'{x:.{digits}f}'
 
 def shapeseval_table(named: dict) -> str:   # {row name: a metrics dict with 'shapeseval' (`EvalResult.to_dict`)}
-    "Per-category scores and overall [95% CI], one row per model."
+    "Per-category scores, overall [95% CI] and the objects drawn beyond those asked for (`eval.surplus_objects`), one row per model."
     rows = []
     for name, m in named.items():
         s = m.get('shapeseval')
-        if s is None: rows.append([name] + ['-'] * (len(CATEGORIES) + 2)); continue
+        if s is None: rows.append([name] + ['-'] * (len(CATEGORIES) + 3)); continue
         lo, hi = s['overall_ci']; n = s['config'].get('prompts_per_category'), s['config'].get('images_per_prompt')
         rows.append([name] + [_f(s['scores'].get(c)) for c in CATEGORIES] + [f"**{s['overall']:.3f}** [{lo:.3f}, {hi:.3f}]",
-                    f'{n[0]} x {n[1]}'])
-    return _table(['model'] + [c.replace('_', ' ') for c in CATEGORIES] + ['overall [95% CI]', 'prompts x images'], rows)
+                    _f(m.get('clutter', {}).get('surplus')), f'{n[0]} x {n[1]}'])
+    return _table(['model'] + [c.replace('_', ' ') for c in CATEGORIES] + ['overall [95% CI]', 'surplus objects', 'prompts x images'], rows)
 
 def understanding_table(named: dict) -> str:  # {row name: a metrics dict with 'understanding'}
     "Accuracy per question type (questions asked in brackets) and the mean, one row per model."
