@@ -114,8 +114,9 @@ def cmd_train(a):
             from rf_ref.plan_eval import plan_summary; print(f'  {plan_summary(rec["plan"])}', flush=True)
 
 
-def load_curve(folder):
-    return json.load(open(os.path.join(folder, 'curve.json')))
+def load_curve(path):
+    "A run's curve: its folder (runs/curves/NAME) or a committed copy of its curve.json (results/curves/NAME.json)."
+    return json.load(open(path if path.endswith('.json') else os.path.join(path, 'curve.json')))
 
 
 def table(curves) -> str:
