@@ -110,6 +110,9 @@ class ModelConfig:
                                       # zero-initialized linear map; zero where R is dropped): a direct path from the plan to
                                       # the pixels under it, beside attention. Not in the paper, which couples R and P through
                                       # attention alone; a toy-scale aid (RESULTS.md, issue 20)
+    rep_to_pixel_noise: float = 0.0   # training only: the share of R cells whose code the direct path gets replaced by a
+                                      # random code (conditioning augmentation, as cascaded diffusion models noise their
+                                      # low-resolution condition), so the pixels do not copy every fragment of a sampled plan
     positions: str = 'sincos'         # 2D positions inside image segments: sincos (fixed 2D sin-cos of cell centres
                                       # + a zero-initialized learned residual) | learned (row + column tables, std 0.02)
     repa_weight: float = 0.0          # REPA baseline (Table 3b): lambda of its alignment loss; 0 = off (REPA's default 0.5)
@@ -315,8 +318,10 @@ def validate(cfg: Config) -> Config:
     _check(1 <= m.experts_per_token <= m.n_experts,
            f'mot.experts_per_token={m.experts_per_token} must be in [1, mot.n_experts={m.n_experts}]')
     _check(cfg.vq.codebook_size >= 2, f'vq.codebook_size={cfg.vq.codebook_size} must be at least 2')
-    for p in ('p_drop_text', 'p_drop_rep'):
+    for p in ('p_drop_text', 'p_drop_rep', 'rep_to_pixel_noise'):
         v = getattr(cfg.model, p); _check(0 <= v < 1, f'model.{p}={v} must be in [0, 1)')
+    _check(cfg.model.rep_to_pixel_noise == 0 or cfg.model.rep_to_pixel,
+           f'model.rep_to_pixel_noise={cfg.model.rep_to_pixel_noise} noises the path of model.rep_to_pixel: set model.rep_to_pixel=true')
     _check(cfg.model.repa_depth <= m.depth, f'model.repa_depth={cfg.model.repa_depth} is deeper than mot.depth={m.depth}')
     _check(cfg.model.positions != 'sincos' or m.width % 4 == 0,
            f'mot.width={m.width} must be a multiple of 4 for 2D sin-cos positions (or set model.positions=learned)')

@@ -20,9 +20,9 @@ from contextlib import nullcontext
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
-           'fill_slots', 'image_grids', 'embed_generation', 'rep_under_pixels', 'segments', 'visibility', 'lm_loss',
-           'rep_loss', 'generation_noise', 'generation_inputs', 'generation_head_losses', 'generation_losses',
-           'embed_understanding', 'understanding_losses', 'objective', 'rf_losses']
+           'fill_slots', 'image_grids', 'embed_generation', 'rep_under_pixels', 'noisy_plan', 'segments', 'visibility',
+           'lm_loss', 'rep_loss', 'generation_noise', 'generation_inputs', 'generation_head_losses',
+           'generation_losses', 'embed_understanding', 'understanding_losses', 'objective', 'rf_losses']
 
 # %% ../nbs/30_model.ipynb #8a5bb903
 def sincos_2d(gh: int, gw: int,  # grid rows and columns
@@ -192,7 +192,9 @@ def embed_generation(model: RFModel,
         rep = model.rep_embed(rep_in) + model.rep_pos(*grids['rep'])           # (b, r, d)
         h = fill_slots(h, batch.modality == Modality.REP, rep)
     pix = model.pix_embed(z_t) + model.pix_pos(*grids['pixel']) + model.time_embed(t)[:, None]  # (b, m, d)
-    if hasattr(model, 'pix_from_rep'): pix = pix + rep_under_pixels(model, rep_in, grids, rep_visible)
+    if hasattr(model, 'pix_from_rep'):   # the plan under each P token; noised in training if `model.rep_to_pixel_noise`
+        under = noisy_plan(rep_in, cfg.model.rep_to_pixel_noise, cfg.vq.codebook_size) if model.training else rep_in
+        pix = pix + rep_under_pixels(model, under, grids, rep_visible)
     return fill_slots(h, batch.modality == Modality.PIXEL, pix)
 
 # %% ../nbs/30_model.ipynb #baffcbc0
@@ -217,6 +219,16 @@ def rep_under_pixels(model: RFModel,
         e = e.repeat_interleave(f, 1).repeat_interleave(f, 2).reshape(b, gp * wp, d)
     out = model.pix_from_rep(e)
     return out if visible is None else out * visible.to(out.dtype)[:, None, None]
+
+# %% ../nbs/30_model.ipynb #3c58bd09
+def noisy_plan(rep_in: torch.Tensor,       # (b, r) R ids
+               p: float,                   # the share of cells replaced
+               k: int,                     # codebook size: replacements are uniform over it
+              ) -> torch.Tensor:           # (b, r) ids
+    "The plan with each cell's code replaced by a uniform random code with probability `p` (`model.rep_to_pixel_noise`)."
+    if p <= 0 or rep_in.is_floating_point(): return rep_in
+    swap = torch.rand(rep_in.shape, device=rep_in.device) < p
+    return torch.where(swap, torch.randint_like(rep_in, k), rep_in)
 
 # %% ../nbs/30_model.ipynb #fd700103
 def segments(batch: Batch) -> dict:  # a generation batch
