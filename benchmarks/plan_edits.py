@@ -8,18 +8,17 @@ each edit (`plan_edit.judge_edits`); the control judges the unedited image in th
     python benchmarks/plan_edits.py --ckpt runs/curves/r8-restart/ema_32000 --scenes 100 --out runs/edits/r8-restart-32000
 """
 import argparse, json, os, sys, time
-import torch
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--ckpt', required=True); ap.add_argument('--scenes', type=int, default=100)
     ap.add_argument('--seed', type=int, default=0); ap.add_argument('--halo', type=int, default=1)
-    ap.add_argument('--out', default='', help='write OUT.json (the rates) and OUT.png (the first 8 cases)')
+    ap.add_argument('--out', default='', help='write OUT.json (the rates) and OUT.png (the first 6 cases)')
     ap.add_argument('--sample', nargs='*', default=[], metavar='KEY=VALUE', help='SampleConfig fields, e.g. w_pix=3')
     a = ap.parse_args(argv)
     from rf_ref.sample import load_generator
-    from rf_ref.plan_edit import EDITS, read_codes, edit_cases, judge_edits, show_plans
+    from rf_ref.plan_edit import read_codes, edit_cases, judge_edits, show_edits
     t0 = time.perf_counter()
     gen = load_generator(a.ckpt, device='cpu', seed=a.seed, **dict(kv.split('=', 1) for kv in a.sample))
     book = read_codes(gen.model, 1500, a.seed)
@@ -32,12 +31,7 @@ def main(argv=None):
     if a.out:
         os.makedirs(os.path.dirname(a.out) or '.', exist_ok=True)
         with open(a.out + '.json', 'w') as f: json.dump(report, f, indent=1)
-        n, kinds = min(6, len(cases)), ('none',) + EDITS
-        plans = [cases[i].plans[k] for i in range(n) for k in kinds]
-        images = torch.stack([res['images'][k][i] for i in range(n) for k in kinds])
-        titles = [cases[i].caption if k == 'none' else f"{k}: {'pass' if res['passed'][k][i] else 'fail'}"
-                  for i in range(n) for k in kinds]
-        fig = show_plans(plans, book, images, titles, gen.model.vq)
+        fig = show_edits(cases, res, book, gen.model.vq, n=6)
         fig.savefig(a.out + '.png', dpi=100)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import torch
-from .shapes import COLORS, SHAPES, caption, render, sample_prompt, sample_scene, to_tensor
+from .shapes import COLORS, SHAPES, caption, render, sample_prompt, sample_scene, to_tensor, to_uint8
+from .vq import token_map_colors
 from .judge import Judge, detect, load_judge
 from .sample import generate
 from .model import rep_targets
@@ -16,7 +17,7 @@ from .plan_eval import LABELS, label_of, probe_renders
 # %% auto #0
 __all__ = ['EDITS', 'CodeBook', 'codebook_from_counts', 'read_codes', 'object_mask', 'move_object', 'recolor_object',
            'add_object', 'draw_plans', 'edit_passed', 'EditCase', 'true_plans', 'edit_cases', 'judge_edits',
-           'short_label', 'show_plans']
+           'short_label', 'show_plans', 'show_edits']
 
 # %% ../nbs/23_plan_edit.ipynb #9c7246f5
 @dataclass
@@ -78,10 +79,12 @@ def move_object(plan, book: CodeBook, label: int, dy: int, dx: int, halo: int = 
     out[_shifted(mask, dy, dx)] = p[mask]
     return out.ravel()
 
+def _recolored(label: int, color: str) -> int:  # the label of the same shape in `color`
+    return label - (label - 1) % len(COLORS) + list(COLORS).index(color)
+
 def recolor_object(plan, book: CodeBook, label: int, color: str) -> np.ndarray:  # -> (g * g,) codes
     "Give the object of `label` the code of the same shape in `color`."
-    shape = SHAPES[(label - 1) // len(COLORS)]
-    new = 1 + SHAPES.index(shape) * len(COLORS) + list(COLORS).index(color)
+    new = _recolored(label, color)
     if book.label_codes[new] < 0: raise ValueError(f'no code stands for {LABELS[new]!r} in this codebook: pick another colour')
     p, mask = _grid(plan), _held(plan, book, label, 0)
     p[mask] = book.label_codes[new]
@@ -137,9 +140,6 @@ def true_plans(model, scenes) -> np.ndarray:  # -> (n, g * g)
     dev = next(model.parameters()).device
     x = torch.stack([to_tensor(render(s, model.cfg.data.image_size)) for s in scenes]).to(dev)
     return rep_targets(model, x)['ids'].cpu().numpy()
-
-def _recolored(label: int, color: str) -> int:
-    return label - (label - 1) % len(COLORS) + list(COLORS).index(color)
 
 def edit_cases(model, book: CodeBook, n: int = 50, seed: int = 0, halo: int = 1, tries: int = 20) -> list:
     "Up to `n` `EditCase`s from single-object test scenes (at most `tries` * n pairs of scenes are drawn)."
@@ -199,8 +199,6 @@ def show_plans(plans,                 # (b, g * g) R codes
                size: float = 1.3):    # inches per panel
     "Plans with every cell labelled by what its code stands for, each above the image drawn from it."
     import matplotlib.pyplot as plt
-    from rf_ref.vq import token_map_colors
-    from rf_ref.shapes import to_uint8
     plans = np.asarray(plans); b, per = len(plans), 1 if images is None else 2
     ncols = min(ncols, b); groups = -(-b // ncols)
     fig, ax = plt.subplots(per * groups, ncols, figsize=(size * ncols, size * per * groups), squeeze=False)
@@ -217,3 +215,12 @@ def show_plans(plans,                 # (b, g * g) R codes
     for a in ax.flat: a.set_xticks([]); a.set_yticks([]); a.set_frame_on(a.has_data())
     fig.tight_layout()
     return fig
+
+# %% ../nbs/23_plan_edit.ipynb #ba3e4832
+def show_edits(cases: list, edits: dict, book: CodeBook, vq=None, n: int = 4):  # `edit_cases`, `judge_edits`
+    "The first `n` cases, each as four plans (unedited, moved, recoloured, added) above their images, framed by the judge."
+    kinds = ('none',) + EDITS
+    pick = [(i, k) for i in range(min(n, len(cases))) for k in kinds]
+    return show_plans([cases[i].plans[k] for i, k in pick], book, torch.stack([edits['images'][k][i] for i, k in pick]),
+                      [cases[i].caption if k == 'none' else k for i, k in pick], vq,
+                      [edits['found'][i] if k == 'none' else edits['passed'][k][i] for i, k in pick], ncols=8)
