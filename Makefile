@@ -29,6 +29,8 @@ install:
 # The exported package and the cleaned notebooks must be what is committed.
 check: install
 	@bash .ci/check-nbdev $(BIN)
+	@$(BIN)/lint-imports --no-cache >/dev/null || $(BIN)/lint-imports --no-cache
+	@$(BIN)/ruff check --quiet --select F --exclude rf_ref/_modidx.py rf_ref
 
 # two notebook workers share the machine: one thread each (torch would otherwise take every core per worker)
 nbtest: install
@@ -45,7 +47,7 @@ ISA ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo avx2 || echo de
 ISA_ENV = $(if $(filter avx2,$(ISA)),ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2,\
           ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41)
 # torch.compile's cache does not key on ATEN_CPU_CAPABILITY: kernels compiled under one instruction set and loaded
-# under another corrupted memory or gave NaN (measured on torch 2.15, 50_train's compiled-backbone check), and
+# under another corrupted memory or gave NaN (measured on torch 2.15, 31_train's compiled-backbone check), and
 # under the generic kernels they did not build; so each set keeps its own cache.
 PORTABILITY_CACHE ?= $(or $(TMPDIR),/tmp)/rf_ref-inductor-$(ISA)
 portability: install

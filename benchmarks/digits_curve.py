@@ -21,17 +21,17 @@ from learning_curve import open_run, points_to_train, train_to   # the same run 
 
 
 def cmd_classifier(a):
-    from rf_ref.digits import train_digit_classifier
+    from rf_ref.evaluation.digits import train_digit_classifier
     r = train_digit_classifier(a.steps, seed=a.seed, out=a.out, command='python ' + ' '.join(sys.argv))
     print(f"digit classifier: test accuracy {r['test_accuracy']:.4f} (train {r['train_accuracy']:.4f}), "
           f"{r['steps']} steps, {r['seconds']} s; wrote {a.out} and {os.path.splitext(a.out)[0]}.json")
 
 
 def cmd_ssl(a):
-    from rf_ref.config import get_config
-    from rf_ref.encoder import ViTEncoder
-    from rf_ref.images import Digits
-    from rf_ref.ssl import pretrain_ssl, linear_probe
+    from rf_ref.core.presets import get_config
+    from rf_ref.method.encoder import ViTEncoder
+    from rf_ref.data.images import Digits
+    from rf_ref.method.ssl import pretrain_ssl, linear_probe
     cfg = get_config(a.preset)
     run = pretrain_ssl(cfg, steps=a.steps, seed=a.seed, out=a.out, progress=a.progress)
     train, test = Digits('train', cfg.data.image_size), Digits('test', cfg.data.image_size)
@@ -49,10 +49,10 @@ def evaluate_point(tr, out, examples, seed, classifier, n_eval=360, scfg=None):
     "Accuracy and FID (classifier features) of the EMA weights: one image per real test digit (the first n_eval), same captions."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from rf_ref.images import Digits, digit_caption
-    from rf_ref.digits import digit_scores
-    from rf_ref.sample import generate
-    from rf_ref.shapes import show_grid
+    from rf_ref.data.images import Digits, digit_caption
+    from rf_ref.evaluation.digits import digit_scores
+    from rf_ref.method.sample import generate
+    from rf_ref.data.shapes import show_grid
     model = tr.ema.module.eval()
     test = Digits('test', tr.cfg.data.image_size)
     labels = test.labels[:n_eval]
@@ -70,7 +70,7 @@ def evaluate_point(tr, out, examples, seed, classifier, n_eval=360, scfg=None):
 
 
 def cmd_train(a):
-    from rf_ref.digits import load_digit_classifier
+    from rf_ref.evaluation.digits import load_digit_classifier
     out, path, curve, ckpt, tr = open_run(a)
     classifier = load_digit_classifier()
     for examples in points_to_train(a, curve):
@@ -88,9 +88,9 @@ def cmd_train(a):
 def cmd_guidance(a):
     from dataclasses import replace
     from types import SimpleNamespace
-    from rf_ref.checkpoint import load_model
-    from rf_ref.data import load_tokenizer
-    from rf_ref.digits import load_digit_classifier
+    from rf_ref.method.sample import load_model
+    from rf_ref.data.datasets import load_tokenizer
+    from rf_ref.evaluation.digits import load_digit_classifier
     model = load_model(os.path.join(a.run, 'ckpt'), device='cpu')
     scfg = replace(model.cfg.sample, w_rep=a.w_rep, w_pix=a.w_pix)
     curve = json.load(open(os.path.join(a.run, 'curve.json')))

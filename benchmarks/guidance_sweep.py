@@ -6,9 +6,9 @@ Prints one line per setting and a markdown table; the paper's values are w_rep =
 """
 import argparse, itertools, json
 import torch
-from rf_ref.sample import load_generator
-from rf_ref.eval import ShapesEval
-from rf_ref.judge import load_judge
+from rf_ref.method.sample import load_generator
+from rf_ref.evaluation.shapes_eval import ShapesEval
+from rf_ref.evaluation.judge import load_judge
 
 
 def floats(s): return [float(v) for v in s.split(',')]

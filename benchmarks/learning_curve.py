@@ -8,7 +8,7 @@ Plot several runs side by side, against examples seen and against training wall 
     python benchmarks/learning_curve.py plot runs/curves/rf runs/curves/pixel --out results/curve.png
 Each run folder gets curve.json (one record per point: examples, steps, train seconds, scores with 95%
 intervals) and samples_<examples>.png (judged samples: green passed, red failed); with --plan each point also
-logs the plan diagnostics of the plan notebook (rf_ref.plan_eval.plan_report) under 'plan'.
+logs the plan diagnostics of the plan notebook (rf_ref.evaluation.plan_eval.plan_report) under 'plan'.
 """
 import argparse, json, math, os, platform, sys, time
 import torch
@@ -26,9 +26,9 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None,
     "ShapesEval + understanding + FID (judge features) of the trainer's EMA weights; `plan`: also `plan_eval.plan_report`."
     import matplotlib.pyplot as plt
     from dataclasses import replace
-    from rf_ref.eval import ShapesEval, understanding_accuracy, show_judged, surplus_objects
-    from rf_ref.judge import load_judge
-    from rf_ref.sample import RFGenerator
+    from rf_ref.evaluation.shapes_eval import ShapesEval, understanding_accuracy, show_judged, surplus_objects
+    from rf_ref.evaluation.judge import load_judge
+    from rf_ref.method.sample import RFGenerator
     model = tr.ema.module.eval()
     scfg = model.cfg.sample if w_pix is None else replace(model.cfg.sample, w_pix=w_pix)
     gen = RFGenerator(model, tr.tok, scfg, seed=seed)
@@ -38,15 +38,15 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None,
     res = evaluation.run(gen, judge, progress=False)
     fig = show_judged(res, n=32); fig.savefig(os.path.join(out, f'samples_{examples}.png'), dpi=110); plt.close(fig)
     if model.cfg.model.rf:  # the fixed demo prompts, each after its blueprint (codes in their learned colours)
-        from rf_ref.demo import demo_prompts
-        from rf_ref.sample import show_samples
+        from rf_ref.experiments.demo import demo_prompts
+        from rf_ref.method.sample import show_samples
         prompts12 = demo_prompts(); imgs = gen.generate(prompts12)
         fig = show_samples(imgs, prompts12, gen.last_rep, model.cfg.vq.codebook_size, ncols=8, vq=model.vq)
         fig.savefig(os.path.join(out, f'blueprints_{examples}.png'), dpi=110); plt.close(fig)
     und = understanding_accuracy(gen.answer, scenes, 'test', seed) if scenes else None
     extra = {}
     if plan and model.cfg.model.rf:   # the R-code probe and ShapesEval split into plan and rendering error
-        from rf_ref.plan_eval import plan_report
+        from rf_ref.evaluation.plan_eval import plan_report
         extra['plan'] = plan_report(RFGenerator(model, tr.tok, scfg, seed=seed), judge, seed=seed)
     model.train()
     return {'shapeseval': res.to_dict(), 'clutter': surplus_objects(res), 'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und,
@@ -55,10 +55,10 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None,
 
 def open_run(a):
     "A curve run's folder, its curve.json record (read back when resuming) and its trainer (resumed from ckpt/ if there)."
-    from rf_ref.config import get_config
-    from rf_ref.train import Trainer, resume
-    from rf_ref.checkpoint import step_folders
-    from rf_ref.runs import clear_run
+    from rf_ref.core.presets import get_config
+    from rf_ref.method.train import Trainer, resume
+    from rf_ref.core.checkpoint import step_folders
+    from rf_ref.core.runs import clear_run
     out = os.path.join(a.root, a.name); os.makedirs(out, exist_ok=True)
     path = os.path.join(out, 'curve.json')
     curve = json.load(open(path)) if os.path.exists(path) else {'name': a.name, 'preset': a.preset, 'overrides': a.overrides,
@@ -81,7 +81,7 @@ def points_to_train(a, curve):
 
 def train_to(tr, examples, curve, ckpt, progress) -> bool:
     "Train until `examples` generation examples were seen, timed, then checkpoint; False if the run is already there."
-    from rf_ref.train import fit, save
+    from rf_ref.method.train import fit, save
     target = math.ceil(examples / generation_per_step(tr.cfg))
     if target <= tr.step: return False
     t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def train_to(tr, examples, curve, ckpt, progress) -> bool:
 
 
 def cmd_train(a):
-    from rf_ref.checkpoint import export_checkpoint
+    from rf_ref.method.sample import export_checkpoint
     out, path, curve, ckpt, tr = open_run(a)
     for examples in points_to_train(a, curve):
         if train_to(tr, examples, curve, ckpt, a.progress):
@@ -111,7 +111,7 @@ def cmd_train(a):
               + (f" | understanding {u['overall']:.2f} " + ' '.join(f'{k}={v:.2f}' for k, v in u['per_type'].items()) if u else '')
               + f" | FID {rec['fid']:.1f} | surplus objects {rec['clutter']['surplus']:.2f}", flush=True)
         if 'plan' in rec:
-            from rf_ref.plan_eval import plan_summary; print(f'  {plan_summary(rec["plan"])}', flush=True)
+            from rf_ref.evaluation.plan_eval import plan_summary; print(f'  {plan_summary(rec["plan"])}', flush=True)
 
 
 def load_curve(path):

@@ -7,7 +7,7 @@ are Shapes scenes rendered at 256 px (16 px patches: 256 P and 64 R tokens per i
 downloads. It times `--steps` training steps after `--warmup` steps and prints, from one run:
 
 - tokens/s (sequence tokens that are not padding) and model FLOPs/s, with the FLOPs per token of the
-  planner (`rf_ref.plan`) for this batch's mix;
+  planner (`rf_ref.method.plan`) for this batch's mix;
 - MFU against `--peak-tflops` (H100/H200 SXM bf16 dense: 989);
 - peak device memory against the planner's one-device prediction (weights, gradients, AdamW, EMA,
   activations without checkpointing) for the same token count.
@@ -20,11 +20,12 @@ downloads. It times `--steps` training steps after `--warmup` steps and prints, 
 import argparse, time
 from dataclasses import replace
 import torch
-from rf_ref.config import get_config, override
-from rf_ref.checkpoint import default_device
-from rf_ref.moe import MoE
-from rf_ref.plan import Workload, count_params, plan
-from rf_ref.train import Trainer, train_step
+from rf_ref.core.config import override
+from rf_ref.core.presets import get_config
+from rf_ref.core.checkpoint import default_device
+from rf_ref.method.moe import MoE
+from rf_ref.method.plan import Workload, count_params, plan
+from rf_ref.method.train import Trainer, train_step
 
 
 def mid_size(a) -> list:

@@ -21,7 +21,7 @@ import argparse, statistics, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
-from rf_ref.moe import MoE, grouped_mm_unsupported
+from rf_ref.method.moe import MoE, grouped_mm_unsupported
 
 DEFAULTS = {'cpu': dict(experts=16, top_k=2, tokens=256, dtype='float32'),
             'cuda': dict(experts=128, top_k=8, tokens=8192, dtype='bfloat16')}

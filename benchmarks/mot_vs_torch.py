@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
-from rf_ref.config import Modality, MoTConfig
-from rf_ref.mot import MoTTransformer, attention_mask
+from rf_ref.core.config import Modality, MoTConfig
+from rf_ref.method.mot import MoTTransformer, attention_mask
 
 
 def torch_stack(width, depth, heads, ffn_hidden):

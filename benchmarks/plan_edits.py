@@ -1,4 +1,4 @@
-"""Do the pixels follow an edited plan? The three edits of `rf_ref.plan_edit`, judged on a trained checkpoint.
+"""Do the pixels follow an edited plan? The three edits of `rf_ref.evaluation.plan_edit`, judged on a trained checkpoint.
 
 For each of N single-object test scenes (`plan_edit.edit_cases`): the true plan of its render, the image drawn from
 it, and the images drawn from three edits of it with the same pixel noise and the same caption (the object moved
@@ -17,8 +17,8 @@ def main(argv=None):
     ap.add_argument('--out', default='', help='write OUT.json (the rates) and OUT.png (the first 6 cases)')
     ap.add_argument('--sample', nargs='*', default=[], metavar='KEY=VALUE', help='SampleConfig fields, e.g. w_pix=3')
     a = ap.parse_args(argv)
-    from rf_ref.sample import load_generator
-    from rf_ref.plan_edit import read_codes, edit_cases, judge_edits, show_edits
+    from rf_ref.method.sample import load_generator
+    from rf_ref.evaluation.plan_edit import read_codes, edit_cases, judge_edits, show_edits
     t0 = time.perf_counter()
     gen = load_generator(a.ckpt, device='cpu', seed=a.seed, **dict(kv.split('=', 1) for kv in a.sample))
     book = read_codes(gen.model, 1500, a.seed)

@@ -6,9 +6,9 @@ The data notebook once asserted "10,000 items in under 10 s of CPU time"; that b
 """
 import argparse, time
 import torch
-from rf_ref.shapes import Shapes
-from rf_ref.eval import ShapesEval, RendererModel
-from rf_ref.judge import load_judge
+from rf_ref.data.shapes import Shapes
+from rf_ref.evaluation.shapes_eval import ShapesEval, RendererModel
+from rf_ref.evaluation.judge import load_judge
 
 
 def main():

@@ -5,10 +5,10 @@ Prints one line per measurement; record the results in BENCHMARKS.md with the ha
 """
 import argparse, time
 import torch
-from rf_ref.config import get_config
-from rf_ref.checkpoint import default_device
-from rf_ref.train import Trainer, train_step
-from rf_ref.sample import generate
+from rf_ref.core.presets import get_config
+from rf_ref.core.checkpoint import default_device
+from rf_ref.method.train import Trainer, train_step
+from rf_ref.method.sample import generate
 
 
 def main():

@@ -6,8 +6,9 @@
 from __future__ import annotations
 import argparse, dataclasses, json, math, os, sys
 from pathlib import Path
-from .config import get_config, config_to_dict
-from .presets import PRESETS
+from .core.config import config_to_dict
+from .core.presets import get_config
+from .core.presets import PRESETS
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
@@ -74,22 +75,22 @@ def gpu_counts(text: str) -> list:
 
 def cmd_plan(args):
     "Print the memory and time plan of a preset for each GPU count (see the plan notebook)."
-    from rf_ref.plan import plan, format_plans, Workload
+    from rf_ref.method.plan import plan, format_plans, Workload
     cfg = get_config(args.preset, args.overrides)
     work = Workload(tokens=args.tokens, generation=args.generation, understanding=args.understanding, text=args.text)
     print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
 
 # %% ../nbs/90_cli.ipynb #ea840350
 def cmd_preview(args):
-    from rf_ref.images import preview_data
+    from rf_ref.data.images import preview_data
     writable(args.out, '--out', folder=True)
     for p in preview_data(args.out, args.image_size, args.n, args.seed, args.cifar10, args.imagenet64): print(f'wrote {p}')
 
 # %% ../nbs/90_cli.ipynb #59f36992
 def _train_distributed(args):
     "`rf-ref train` on one rank of a torchrun launch, or in one process with --distributed (see the launch notebook)."
-    from rf_ref.launch import train_distributed
-    from rf_ref.train import plot_history
+    from rf_ref.scale.launch import train_distributed
+    from rf_ref.core.runs import plot_history
     cfg = None if args.resume else get_config(args.preset or 'shapes-tiny', args.overrides)
     out = args.out or (None if args.resume else writable(cfg.train.out_dir, '--out', folder=True))
     run = train_distributed(cfg, out, args.resume, args.steps, args.device, args.ac or 'none', args.replicas or 1,
@@ -101,14 +102,15 @@ def _train_distributed(args):
 
 def cmd_train(args):
     "Train a preset (or resume a run) to the end of its stages; under torchrun or with --distributed, sharded over the ranks."
-    from rf_ref.launch import launched, sharded_run
+    from rf_ref.scale.launch import launched, sharded_run
     if args.out: writable(args.out, '--out', folder=True)
     if args.resume and (args.overrides or args.preset):
         raise ValueError("a resumed run keeps its checkpoint's config: drop --preset and the overrides, or start a new run")
     if args.distributed or launched() or (args.resume and sharded_run(args.resume)): return _train_distributed(args)
     if args.ac or args.replicas or args.no_export:
         raise ValueError('--ac, --replicas and --no-export are for distributed training: launch with torchrun, or add --distributed')
-    from rf_ref.train import Trainer, resume, fit, plot_history
+    from rf_ref.method.train import Trainer, resume, fit
+    from rf_ref.core.runs import plot_history
     if args.resume: tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers)
     else:
         cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
@@ -120,7 +122,7 @@ def cmd_train(args):
 
 def cmd_pretrain_encoder(args):
     "Stage 0 at toy scale: pretrain the small encoder on Shapes patch labels."
-    from rf_ref.pretrain import pretrain_encoder
+    from rf_ref.method.pretrain import pretrain_encoder
     writable(args.out, '--out')
     cfg = get_config(args.preset, args.overrides)
     res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
@@ -128,8 +130,8 @@ def cmd_pretrain_encoder(args):
 
 def cmd_pretrain_ssl(args):
     "Stage 0 without labels on any image set: self-distillation of the preset's encoder (see the ssl notebook)."
-    from rf_ref.ssl import pretrain_ssl, linear_probe
-    from rf_ref.data import build_dataset
+    from rf_ref.method.ssl import pretrain_ssl, linear_probe
+    from rf_ref.data.datasets import build_dataset
     writable(args.out, '--out')
     cfg = get_config(args.preset, args.overrides)
     test = build_dataset(cfg.data, 'test') if args.probe else None   # checked before any training
@@ -145,7 +147,7 @@ def cmd_pretrain_ssl(args):
 
 def cmd_pretrain_autoencoder(args):
     "Stage 0 for the latent-space rows: train the small VAE on Shapes, report its reconstruction."
-    from rf_ref.baselines import train_autoencoder
+    from rf_ref.method.baselines import train_autoencoder
     writable(args.out, '--out')
     res = train_autoencoder(args.steps, args.batch_size, args.lr, args.kl_weight, args.seed, out=args.out, device=args.device)
     print(f"reconstruction of 1,000 test images: MSE {res['mse']:.5f} (pixels in [-1, 1]), PSNR {res['psnr']:.2f} dB; "
@@ -155,10 +157,10 @@ def cmd_pretrain_autoencoder(args):
 def cmd_sample(args):
     "Generate images for prompts from a checkpoint, with their R blueprints."
     import torch, matplotlib; matplotlib.use('Agg')
-    from rf_ref.checkpoint import load_model
-    from rf_ref.data import load_tokenizer
-    from rf_ref.config import override
-    from rf_ref.sample import generate, show_samples, check_prompts
+    from rf_ref.method.sample import load_model
+    from rf_ref.data.datasets import load_tokenizer
+    from rf_ref.core.config import override
+    from rf_ref.method.sample import generate, show_samples, check_prompts
     writable(args.out, '--out')
     model = load_model(args.ckpt, device=args.device)
     for w in check_prompts(args.prompt, load_tokenizer(model.cfg.data.tokenizer), model.cfg.data.max_text_len):
@@ -193,8 +195,8 @@ def sample_overrides(items) -> dict:  # ['top_k=0', 'sample.w_rep=1', ...] -> {'
 def cmd_eval(args):
     "ShapesEval (+ understanding, + FID) of a checkpoint or a baseline, written as a JSON report."
     import torch, matplotlib; matplotlib.use('Agg')
-    from rf_ref.judge import load_judge, format_table
-    from rf_ref.eval import run_shapes_eval, save_eval_plots, RendererModel, NoiseModel, judge_answerer
+    from rf_ref.evaluation.judge import load_judge, format_table
+    from rf_ref.evaluation.shapes_eval import run_shapes_eval, save_eval_plots, RendererModel, NoiseModel, judge_answerer
     name = Path(args.ckpt).stem if args.ckpt else 'renderer' if args.renderer else 'noise'
     out = writable(args.out or f'outputs/eval/{name}.json', '--out')
     if args.plots: writable(args.plots, '--plots', folder=True)
@@ -203,13 +205,13 @@ def cmd_eval(args):
     if args.threads: torch.set_num_threads(args.threads)
     judge = load_judge(args.judge or None)
     if args.ckpt:
-        from rf_ref.sample import load_generator
+        from rf_ref.method.sample import load_generator
         model = load_generator(args.ckpt, **sample_overrides(args.sample)); answer = model.answer
     elif args.renderer: model, answer = RendererModel(args.seed), judge_answerer(judge)
     else: model, answer = NoiseModel(args.seed), None
     more = {'sample': lambda judge: dataclasses.asdict(model.scfg)} if args.ckpt else {}   # how the checkpoint was sampled
     if args.plan is not None:   # refused before any work when the model has no R codes
-        from rf_ref.plan_eval import check_plan_generator, plan_report; check_plan_generator(model)
+        from rf_ref.evaluation.plan_eval import check_plan_generator, plan_report; check_plan_generator(model)
         more['plan'] = lambda judge: plan_report(model, judge, split=args.split, seed=args.seed, batch_size=args.batch_size,
                                                  progress=not args.quiet, **args.plan)
     report = run_shapes_eval(model, answer, judge, args.prompts_per_category, args.images_per_prompt, args.split, args.seed,
@@ -219,14 +221,14 @@ def cmd_eval(args):
     print(f"overall {se['overall']:.3f}, 95% CI [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]; objects beyond those "
           f"asked for {report['clutter']['surplus']:.2f} an image; ShapesEval took {report['shapes_eval_seconds']:.1f}s; report written to {out}")
     if args.plan is not None:
-        from rf_ref.plan_eval import plan_summary; print(plan_summary(report['plan']))
+        from rf_ref.evaluation.plan_eval import plan_summary; print(plan_summary(report['plan']))
     if args.plots:
         for p in save_eval_plots(report, model, args.plots, judge): print(f'wrote {p}')
 
 def cmd_train_judge(args):
     "Train the ShapesEval judge, measure it, write its weights and a JSON record next to them."
     import torch
-    from rf_ref.judge import JudgeConfig, default_judge_path, train_and_save_judge, format_judge_table
+    from rf_ref.evaluation.judge import JudgeConfig, default_judge_path, train_and_save_judge, format_judge_table
     out = writable(args.out or str(default_judge_path()), '--out')
     if args.threads: torch.set_num_threads(args.threads)
     record = train_and_save_judge(out, args.steps, args.batch_size, args.lr, args.seed, args.width or JudgeConfig.width,
@@ -243,7 +245,7 @@ def _scores_line(m: dict) -> str:
 
 def cmd_ablate(args):
     "Train and score the rows of Table 3 on one budget over seeds; write the table (see the ablations notebook)."
-    from rf_ref.ablate import ablate, format_ablation, ROWS
+    from rf_ref.experiments.ablate import ablate, format_ablation, ROWS
     writable(args.out, '--out', folder=True)
     rows = tuple(r.strip() for r in args.rows.split(',') if r.strip()) if args.rows else tuple(ROWS)
     bad = [r for r in rows if r not in ROWS]
@@ -254,8 +256,8 @@ def cmd_ablate(args):
 
 def cmd_demo(args):
     "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
-    from rf_ref.demo import run_demo
-    from rf_ref.plan_eval import plan_summary
+    from rf_ref.experiments.demo import run_demo
+    from rf_ref.evaluation.plan_eval import plan_summary
     writable(args.out, '--out', folder=True)
     m = run_demo(args.out, args.preset, args.device, args.steps, args.overrides, args.eval_prompts,
                  max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny',

@@ -23,7 +23,7 @@ def one_line_error(r, *says) -> str:
 
 def rehash(folder):
     "Rewrite a checkpoint's manifest to match the files in `folder`, as whoever damaged or planted a file there would."
-    from rf_ref.checkpoint import sha256
+    from rf_ref.core.checkpoint import sha256
     mf = os.path.join(folder, 'manifest.json'); m = json.load(open(mf))
     m['files'] = {n: {'bytes': os.path.getsize(os.path.join(folder, n)), 'sha256': sha256(os.path.join(folder, n))}
                   for n in sorted(os.listdir(folder)) if n != 'manifest.json' and os.path.isfile(os.path.join(folder, n))}

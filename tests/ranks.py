@@ -11,7 +11,7 @@ def free_port() -> int:
 
 
 def _rank(rank: int, body, world: int, port: int, args: tuple):
-    from rf_ref.launch import close_distributed
+    from rf_ref.scale.launch import close_distributed
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try: body(rank, world, *args)

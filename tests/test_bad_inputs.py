@@ -38,7 +38,7 @@ def edit_json(name, fn):
 
 def float_fields():
     "'section.field' of every float field, and of every tuple of numbers (train.betas, sample.guidance_interval)."
-    from rf_ref.config import Config, StageConfig
+    from rf_ref.core.config import Config, StageConfig
     out = []
     for section in dataclasses.fields(Config):
         cls = typing.get_type_hints(Config).get(section.name)
@@ -115,14 +115,15 @@ def test_manifest_entry_without_bytes(run, tmp_path):
 def test_config_that_parses_but_fails_validation(run, tmp_path):
     d = damaged(run, tmp_path, edit_json('config.json', lambda c: c['mot'].update(width=0)))
     one_line_error(rf_ref('sample', '--ckpt', d, '--out', tmp_path / 'x.png', *SAMPLE), f'{d}/config.json: mot.width=0 must be >= 1')
-    from rf_ref.checkpoint import CheckpointError, load_config
+    from rf_ref.core.checkpoint import CheckpointError, load_config
     with pytest.raises(CheckpointError): load_config(str(d))
 
 
 SHARDED = """import sys
-from rf_ref.checkpoint import load_config, load_model
-from rf_ref.dcp import save_sharded
-from rf_ref.ema import EMA
+from rf_ref.core.checkpoint import load_config
+from rf_ref.method.sample import load_model
+from rf_ref.scale.dcp import save_sharded
+from rf_ref.core.ema import EMA
 model = load_model(sys.argv[1], ema=False, device='cpu')
 save_sharded(sys.argv[2] + '/ckpt', 2, model, ema=EMA(model), state={'history': []})"""
 
@@ -133,9 +134,9 @@ def test_sharded_run_samples_from_its_export_or_says_how(run, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.load(open(sharded / 'ckpt' / 'step-00000002' / 'manifest.json'))['kind'] == 'sharded'
     one_line_error(rf_ref('sample', '--ckpt', sharded, '--out', tmp_path / 'x.png', *SAMPLE),
-                   f'{sharded}/export does not exist: export it with rf_ref.dcp.export_sharded', f'--ckpt {sharded}/export')
+                   f'{sharded}/export does not exist: export it with rf_ref.scale.dcp.export_sharded', f'--ckpt {sharded}/export')
     assert not (tmp_path / 'x.png').exists()
-    r = subprocess.run([sys.executable, '-c', f'from rf_ref.dcp import export_sharded; export_sharded({str(sharded)!r}, '
+    r = subprocess.run([sys.executable, '-c', f'from rf_ref.scale.dcp import export_sharded; export_sharded({str(sharded)!r}, '
                         f'{str(sharded / "export")!r})'], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     r = rf_ref('sample', '--ckpt', sharded, '--out', tmp_path / 'x.png', *SAMPLE)
@@ -143,7 +144,7 @@ def test_sharded_run_samples_from_its_export_or_says_how(run, tmp_path):
 
 
 def test_judge_truncated_or_of_another_model(run, tmp_path):
-    from rf_ref.judge import default_judge_path
+    from rf_ref.evaluation.judge import default_judge_path
     cut = tmp_path / 'judge.safetensors'; cut.write_bytes(default_judge_path().read_bytes()[:5000])
     one_line_error(rf_ref('eval', '--noise', '--judge', cut, '--out', tmp_path / 'ev' / 'r.json', *EVAL),
                    f'judge weights {cut} cannot be read', 'rf-ref train-judge')
@@ -206,15 +207,15 @@ STATE = [  # (damage, the file named, what the message says)
 
 
 def _fresh(ckpt):
-    from rf_ref.checkpoint import load_config
-    from rf_ref.model import RFModel
-    from rf_ref.train import make_optimizer
+    from rf_ref.core.checkpoint import load_config
+    from rf_ref.method.model import RFModel
+    from rf_ref.method.train import make_optimizer
     cfg = load_config(str(ckpt)); model = RFModel(cfg)
     return model, RFModel(cfg), make_optimizer(model, cfg)
 
 
 def test_load_train_state_intact_loads(run):
-    from rf_ref.checkpoint import load_train_state
+    from rf_ref.core.checkpoint import load_train_state
     ck = run / 'ckpt' / 'step-00000002'; model, ema, opt = _fresh(ck)
     st = load_train_state(str(ck), model, ema, optimizer=opt); opt.load_state_dict(st['optimizer'])
     assert st['step'] == 2 and [r['step'] for r in st['history']] == [1, 2]
@@ -222,7 +223,7 @@ def test_load_train_state_intact_loads(run):
 
 @pytest.mark.parametrize('change,file,says', STATE, ids=[s for _, _, s in STATE])
 def test_load_train_state_damage_is_a_checkpoint_error(run, tmp_path, change, file, says):
-    from rf_ref.checkpoint import CheckpointError, find_checkpoint, load_train_state
+    from rf_ref.core.checkpoint import CheckpointError, find_checkpoint, load_train_state
     d = damaged(run, tmp_path, change)
     assert find_checkpoint(str(d)) == str(d)                      # past the manifest check: the loaders find the damage
     model, ema, opt = _fresh(d); before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -234,7 +235,7 @@ def test_load_train_state_damage_is_a_checkpoint_error(run, tmp_path, change, fi
 
 def test_load_train_state_without_the_optimizer_still_checks_shapes(run, tmp_path):
     "As `train.resume` calls it today: a moment that fits no parameter of the model is still refused."
-    from rf_ref.checkpoint import CheckpointError, load_train_state
+    from rf_ref.core.checkpoint import CheckpointError, load_train_state
     d = damaged(run, tmp_path, _moment(lambda t: torch.zeros(3, 5, 7)))
     model, ema, _ = _fresh(d)
     with pytest.raises(CheckpointError, match='no parameter of the model has that shape'): load_train_state(str(d), model, ema)

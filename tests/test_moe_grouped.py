@@ -1,4 +1,4 @@
-"""The grouped-GEMM expert path of rf_ref.moe.MoE against the per-expert loop, beyond the notebook's check.
+"""The grouped-GEMM expert path of rf_ref.method.moe.MoE against the per-expert loop, beyond the notebook's check.
 
 - outputs and gradients (input, router, gate_up, down) agree in float32 over several expert counts,
   top-k and batch sizes, with experts that get no token, in training and under no_grad;
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rf_ref.config import MoTConfig
-from rf_ref.moe import MoE, grouped_mm_unsupported
-from rf_ref.mot import MoTTransformer
+from rf_ref.core.config import MoTConfig
+from rf_ref.method.moe import MoE, grouped_mm_unsupported
+from rf_ref.method.mot import MoTTransformer
 
 
 def outputs_and_grads(moe, x, impl, seed=1):

@@ -1,4 +1,4 @@
-"""Parity of rf_ref.mot with Hugging Face Qwen3 decoders, beyond the notebook's check.
+"""Parity of rf_ref.method.mot with Hugging Face Qwen3 decoders, beyond the notebook's check.
 
 - the per-expert key layout of published Qwen3-MoE checkpoints (`model.layers.{i}.mlp.experts.{e}.gate_proj.weight`),
   with `norm_topk_prob=False` and right padding (hidden states and the masked auxiliary loss);
@@ -13,9 +13,9 @@ transformers = pytest.importorskip('transformers')
 from transformers import Qwen3Config, Qwen3Model, Qwen3MoeConfig, Qwen3MoeModel
 from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
 
-from rf_ref.config import Modality
-from rf_ref.mot import MoTTransformer, attention_mask
-from rf_ref.qwen3 import load_qwen3_moe_state_dict, mot_config_from_qwen3
+from rf_ref.core.config import Modality
+from rf_ref.method.mot import MoTTransformer, attention_mask
+from rf_ref.scale.qwen3 import load_qwen3_moe_state_dict, mot_config_from_qwen3
 from hf_tiny import SMALL, randomize
 
 

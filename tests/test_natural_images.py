@@ -4,11 +4,11 @@ a real run passes the saved torchvision weights). Nothing downloads."""
 import math
 import pytest
 import torch
-from rf_ref.config import get_config
-from rf_ref.images import write_cifar10_fixture, write_imagenet64_fixture
-from rf_ref.train import Trainer, fit
-from rf_ref.sample import generate
-from rf_ref.eval import fid, InceptionFeatures
+from rf_ref.core.presets import get_config
+from rf_ref.data.images import write_cifar10_fixture, write_imagenet64_fixture
+from rf_ref.method.train import Trainer, fit
+from rf_ref.method.sample import generate
+from rf_ref.evaluation.shapes_eval import fid, InceptionFeatures
 
 
 @pytest.fixture(scope='module')

@@ -29,7 +29,7 @@ def test_unexported_change_fails(clone):
     def add_function(nb):
         nb['cells'].append({'cell_type': 'code', 'execution_count': None, 'metadata': {}, 'outputs': [],
                             'source': ['#| export\n', 'def added_but_not_exported(): return 1']})
-    edit_notebook(clone / 'nbs' / '00_config.ipynb', add_function)
+    edit_notebook(clone / 'nbs' / '01_config.ipynb', add_function)
     out = check(clone)
     assert out.returncode == 1 and 'run nbdev_export' in out.stdout
 
@@ -38,6 +38,6 @@ def test_uncleaned_notebook_fails(clone):
     def dirty(nb):
         nb['cells'][0]['metadata'] = {'collapsed': True, 'scrolled': True}
         nb['metadata']['widgets'] = {'state': {}}
-    edit_notebook(clone / 'nbs' / '02_data.ipynb', dirty)
+    edit_notebook(clone / 'nbs' / '12_datasets.ipynb', dirty)
     out = check(clone)
     assert out.returncode == 1 and 'run nbdev_clean' in out.stdout

@@ -1,4 +1,4 @@
-"""NaViT packing (rf_ref.packing), beyond the notebook's checks.
+"""NaViT packing (rf_ref.scale.packing), beyond the notebook's checks.
 
 - packed == separate for several model variants: RF with discrete tokens, the continuous-regression
   baseline, pixel-only, and an MoE backbone with captions under L_LM;
@@ -8,13 +8,14 @@
 import pytest
 import torch
 
-from rf_ref.config import Modality, get_config
-from rf_ref.data import IGNORE, generation_batch, load_tokenizer, rope_positions
-from rf_ref.model import RFModel
-from rf_ref.mot import attention_mask
-from rf_ref.packing import (document_losses, document_noise, first_fit, generation_document, pack, packed_losses,
+from rf_ref.core.config import Modality
+from rf_ref.core.presets import get_config
+from rf_ref.data.datasets import IGNORE, generation_batch, load_tokenizer, rope_positions
+from rf_ref.method.model import RFModel
+from rf_ref.method.mot import attention_mask
+from rf_ref.scale.packing import (document_losses, document_noise, first_fit, generation_document, pack, packed_losses,
                             packed_mask, packed_visibility, stream_rows, text_document, understanding_document)
-from rf_ref.shapes import Shapes
+from rf_ref.data.shapes import Shapes
 
 TINY = ['mot.depth=2', 'encoder.depth=1', 'mot.width=64', 'mot.heads=4', 'mot.kv_heads=2', 'mot.head_dim=16',
         'mot.ffn_hidden=128', 'encoder.width=32', 'encoder.heads=2', 'encoder.mlp_hidden=64']

@@ -1,4 +1,4 @@
-"""`rf_ref.parallel` and `rf_ref.dcp` on two CPU processes joined by gloo: FSDP2 steps equal one process on the global
+"""`rf_ref.scale.parallel` and `rf_ref.scale.dcp` on two CPU processes joined by gloo: FSDP2 steps equal one process on the global
 batch (HSDP too), a model built on meta draws distinct shards, sharded checkpoints load on two ranks and on one and
 survive a save killed by SIGKILL; activation checkpointing and compile on one rank."""
 import copy, json, os
@@ -19,8 +19,8 @@ STEPS, SAVED = 5, 3       # steps trained; the step whose checkpoint is saved (a
 
 def _setup():
     "The tiny config and the global batches of STEPS steps: 8 examples each, 4 generation and 4 understanding."
-    from rf_ref.config import get_config
-    from rf_ref.data import build_dataset, collate, load_tokenizer
+    from rf_ref.core.presets import get_config
+    from rf_ref.data.datasets import build_dataset, collate, load_tokenizer
     cfg = get_config('shapes-tiny', OVERRIDES)
     tok, data = load_tokenizer(cfg.data.tokenizer), build_dataset(cfg.data)
     return cfg, [collate([data[i] for i in range(8 * s, 8 * s + 8)], tok, cfg.n_rep_tokens, cfg.n_pixel_tokens,
@@ -33,9 +33,9 @@ def _full(t):
 
 
 def _train(model, ema, opt, cfg, batches, steps, rank=0, world=1) -> list:
-    "rf_ref.train.train_step's update on this rank's share of each global batch: schedule, clip, AdamW, both EMAs."
-    from rf_ref.parallel import global_losses, split_batches
-    from rf_ref.train import lr_at, ema_decay_at
+    "rf_ref.method.train.train_step's update on this rank's share of each global batch: schedule, clip, AdamW, both EMAs."
+    from rf_ref.scale.parallel import global_losses, split_batches
+    from rf_ref.method.train import lr_at, ema_decay_at
     records = []
     for step in steps:
         for g in opt.param_groups: g['lr'] = lr_at(cfg, step) * g['lr_mult']
@@ -60,12 +60,12 @@ def _state(model, ema, opt) -> dict:
 
 
 def _worker(rank: int, world: int, root: str, out):
-    from rf_ref.dcp import load_sharded, save_sharded
-    from rf_ref.ema import EMA
-    from rf_ref.model import RFModel
-    from rf_ref.parallel import global_losses, make_mesh, materialize_parallel, parallelize, shard_table, split_batches
-    from rf_ref.scale import build_model
-    from rf_ref.train import make_optimizer
+    from rf_ref.scale.dcp import load_sharded, save_sharded
+    from rf_ref.core.ema import EMA
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.parallel import global_losses, make_mesh, materialize_parallel, parallelize, shard_table, split_batches
+    from rf_ref.scale.build import build_model
+    from rf_ref.method.train import make_optimizer
     cfg, batches = _setup()
     # the run: built eagerly (as one process would), sharded, float32 so it can equal one process
     torch.manual_seed(0); model = RFModel(cfg); ema = EMA(model)
@@ -114,12 +114,12 @@ def _max_difference(a: dict, b: dict) -> float:
 
 
 def test_two_ranks(tmp_path):
-    from rf_ref.checkpoint import load_model
-    from rf_ref.dcp import export_sharded, load_sharded, save_sharded
-    from rf_ref.ema import EMA
-    from rf_ref.model import RFModel
-    from rf_ref.parallel import example_noise, split_batches
-    from rf_ref.train import make_optimizer
+    from rf_ref.method.sample import load_model
+    from rf_ref.scale.dcp import export_sharded, load_sharded, save_sharded
+    from rf_ref.core.ema import EMA
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.parallel import example_noise, split_batches
+    from rf_ref.method.train import make_optimizer
     from torch.distributed.checkpoint.state_dict import get_state_dict
     root = str(tmp_path / 'ckpt')
     with mp.Manager() as manager:
@@ -186,7 +186,7 @@ def one_rank(tmp_path):
 
 
 def _losses_and_grads(model, batches) -> tuple:
-    from rf_ref.parallel import global_losses
+    from rf_ref.scale.parallel import global_losses
     out = global_losses(model, batches, seed=1)
     out['loss'].backward()
     return out['loss'].item(), {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
@@ -195,8 +195,8 @@ def _losses_and_grads(model, batches) -> tuple:
 @pytest.mark.parametrize('ac,compile', [('full', False), ('selective', False), ('selective', {'backend': 'aot_eager'})])
 def test_checkpointing_and_compile(one_rank, ac, compile):
     "The parallelized model with activation checkpointing (and compiled blocks) gives the loss and gradients of ac='none'."
-    from rf_ref.model import RFModel
-    from rf_ref.parallel import parallelize
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.parallel import parallelize
     cfg, batches = _setup()
     torch.manual_seed(0); model = RFModel(cfg)
     want = _losses_and_grads(parallelize(copy.deepcopy(model), ac='none', param_dtype=torch.float32), batches[0])
@@ -206,16 +206,16 @@ def test_checkpointing_and_compile(one_rank, ac, compile):
 
 
 def test_mesh_needs_a_process_group():
-    from rf_ref.parallel import make_mesh
+    from rf_ref.scale.parallel import make_mesh
     with pytest.raises(RuntimeError, match='needs a process group'): make_mesh()
 
 
 def test_clear_errors(one_rank, tmp_path):
-    from rf_ref.dcp import find_sharded, load_sharded, save_sharded
-    from rf_ref.checkpoint import CheckpointError
-    from rf_ref.model import RFModel
-    from rf_ref.parallel import make_mesh, parallelize, split_batches
-    from rf_ref.train import make_optimizer
+    from rf_ref.scale.dcp import find_sharded, load_sharded, save_sharded
+    from rf_ref.core.checkpoint import CheckpointError
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.parallel import make_mesh, parallelize, split_batches
+    from rf_ref.method.train import make_optimizer
     cfg, batches = _setup()
     with pytest.raises(ValueError, match='replicas=3 does not divide the world of 1 ranks'): make_mesh(replicas=3)
     with pytest.raises(ValueError, match="ac='fast': use one of"): parallelize(RFModel(cfg), ac='fast')

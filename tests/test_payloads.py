@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from cli import one_line_error, rehash, rf_ref
-from rf_ref.checkpoint import CheckpointError
-from rf_ref.dcp import export_sharded, read_metadata
-from rf_ref.images import write_cifar10_fixture, write_imagenet64_fixture
+from rf_ref.core.checkpoint import CheckpointError
+from rf_ref.scale.dcp import export_sharded, read_metadata
+from rf_ref.data.images import write_cifar10_fixture, write_imagenet64_fixture
 
 TINY = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'train.batch_size=4', 'data.understanding_fraction=0.5',
         'data.n_train=16', 'train.stages.0.steps=2', 'train.warmup_steps=1', 'train.log_every=1', 'train.ckpt_every=2']

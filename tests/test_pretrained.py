@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint folders streamed into an RFModel built on meta (nbs/16_pretrained.ipynb), beyond the notebook.
+"""Hugging Face checkpoint folders streamed into an RFModel built on meta (nbs/61_pretrained.ipynb), beyond the notebook.
 
 - Qwen3-MoE as published (a causal LM: `model.` prefix, per-expert tensors, untied head) with pools='copy', the fused
   layout of transformers 5 with pools='understanding', a dense Qwen3 with tied embeddings, DINOv3 into the encoder and
@@ -16,10 +16,11 @@ from torch import nn
 from torch.testing import assert_close
 from safetensors.torch import load_file, save_file
 
-from rf_ref.config import Modality, get_config
-from rf_ref.model import RFModel
-from rf_ref.scale import materialize
-from rf_ref.pretrained import (INDEX, checkpoint_index, dinov3_config, load_dinov3_checkpoint, load_pretrained,
+from rf_ref.core.config import Modality
+from rf_ref.core.presets import get_config
+from rf_ref.method.model import RFModel
+from rf_ref.scale.build import materialize
+from rf_ref.scale.pretrained import (INDEX, checkpoint_index, dinov3_config, load_dinov3_checkpoint, load_pretrained,
                                load_qwen3_checkpoint, qwen3_config)
 from hf_tiny import SMALL, randomize
 
@@ -257,10 +258,10 @@ import json, sys, torch
 from dataclasses import replace
 from pathlib import Path
 from safetensors.torch import load_file
-from rf_ref.config import get_config
-from rf_ref.model import RFModel
-from rf_ref.pretrained import checkpoint_index, load_qwen3_checkpoint, qwen3_config
-from rf_ref.qwen3 import load_qwen3_moe_state_dict
+from rf_ref.core.presets import get_config
+from rf_ref.method.model import RFModel
+from rf_ref.scale.pretrained import checkpoint_index, load_qwen3_checkpoint, qwen3_config
+from rf_ref.scale.qwen3 import load_qwen3_moe_state_dict
 folder, how = Path(sys.argv[1]), sys.argv[2]
 with torch.device('meta'): model = RFModel(replace(get_config('shapes-tiny'), mot=qwen3_config(folder)))
 def status(key): return int(next(l for l in open('/proc/self/status') if l.startswith(key + ':')).split()[1]) * 1024

@@ -183,10 +183,11 @@ def test_a_loss_that_blows_up_stops_before_a_wild_checkpoint(tmp_path):
     assert 'Lower the learning rate (now 10)' in line, line
     stopped = int(line.split('step ')[1].split(':')[0])                 # the step that was refused
     import torch
-    from rf_ref.checkpoint import find_checkpoint, load_model
-    from rf_ref.config import get_config
-    from rf_ref.model import RFModel
-    from rf_ref.pretrain import load_stage0
+    from rf_ref.core.checkpoint import find_checkpoint
+    from rf_ref.method.sample import load_model
+    from rf_ref.core.presets import get_config
+    from rf_ref.method.model import RFModel
+    from rf_ref.method.pretrain import load_stage0
     kept = find_checkpoint(str(run))
     assert json.load(open(f'{kept}/manifest.json'))['step'] == stopped - 1 == steps(run)[-1]
     largest = lambda m: max(float(p.detach().abs().max()) for p in m.parameters())

@@ -1,4 +1,4 @@
-"""`rf_ref.scale.materialize` under FSDP2: each of two CPU processes (gloo) allocates only its local shard of a
+"""`rf_ref.scale.build.materialize` under FSDP2: each of two CPU processes (gloo) allocates only its local shard of a
 model built on the meta device, and a forward and backward run on the sharded model."""
 import torch
 import torch.multiprocessing as mp
@@ -7,8 +7,8 @@ from ranks import spawn
 
 def _worker(rank: int, world: int, results):
     from torch.distributed.fsdp import fully_shard
-    from rf_ref.config import get_config
-    from rf_ref.scale import build_model, materialize
+    from rf_ref.core.presets import get_config
+    from rf_ref.scale.build import build_model, materialize
     cfg = get_config('shapes-tiny', ['mot.n_experts=4', 'mot.experts_per_token=2', 'encoder.pretrained='])
     model = build_model(cfg)
     for block in model.backbone.blocks: fully_shard(block)

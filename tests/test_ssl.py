@@ -1,12 +1,12 @@
-"""The self-supervised stage 0 (rf_ref.ssl): it beats a random encoder's linear probe on digits, runs on the CIFAR-10
+"""The self-supervised stage 0 (rf_ref.method.ssl): it beats a random encoder's linear probe on digits, runs on the CIFAR-10
 fixture, and saves what `encoder.pretrained` loads."""
 import numpy as np
 import pytest
 import torch
-from rf_ref.config import get_config
-from rf_ref.encoder import ViTEncoder
-from rf_ref.images import Digits, CIFAR10, write_cifar10_fixture
-from rf_ref.ssl import pretrain_ssl, linear_probe
+from rf_ref.core.presets import get_config
+from rf_ref.method.encoder import ViTEncoder
+from rf_ref.data.images import Digits, CIFAR10, write_cifar10_fixture
+from rf_ref.method.ssl import pretrain_ssl, linear_probe
 
 SMALL = ['encoder.depth=2', 'encoder.width=64', 'encoder.mlp_hidden=128']
 
@@ -22,8 +22,8 @@ def test_probe_beats_random_encoder_on_digits():
 
 
 def test_cifar10_fixture_runs_and_loads_into_rf(tmp_path):
-    from rf_ref.model import RFModel
-    from rf_ref.pretrain import load_encoder
+    from rf_ref.method.model import RFModel
+    from rf_ref.method.pretrain import load_encoder
     root = write_cifar10_fixture(str(tmp_path / 'cifar'))
     cfg = get_config('cifar10-tiny', [f'data.root={root}'])
     out = str(tmp_path / 'enc.safetensors')
@@ -42,5 +42,5 @@ def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match='momentum=1.5 must be in'): pretrain_ssl(cfg, steps=1, momentum=1.5)
     shapes = get_config('shapes-tiny', ['data.n_train=4', 'data.n_test=4'])
     with pytest.raises(ValueError, match='Shapes scenes have none'):
-        from rf_ref.data import build_dataset
+        from rf_ref.data.datasets import build_dataset
         linear_probe(ViTEncoder(shapes.encoder), build_dataset(shapes.data), build_dataset(shapes.data, 'test'))

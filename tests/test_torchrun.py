@@ -1,7 +1,7 @@
 """`rf-ref train` under `torchrun --nproc-per-node 2` on CPU (gloo): five steps on two ranks give the losses of the same
 distributed path in one process on the same global batches; a run whose processes are SIGKILLed inside a save resumes
 on one process (resharded) to the losses of the uninterrupted run; the export loads with `load_model` and samples; and
-packed rows (rf_ref.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does."""
+packed rows (rf_ref.scale.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does."""
 import json, os, subprocess, sys
 import pytest
 import torch
@@ -53,14 +53,14 @@ def two_ranks(tmp_path_factory):
 
 
 def test_two_ranks_equal_one_process_and_export_samples(two_ranks, tmp_path):
-    from rf_ref.checkpoint import load_model
+    from rf_ref.method.sample import generate, load_model
     r = one_process(['--distributed', '--out', str(tmp_path / 'one'), *TINY]); assert r.returncode == 0, r.stderr[-3000:]
     two, one = records(two_ranks), records(tmp_path / 'one')
     assert len(two) == 5
     assert_same_losses(two, one)
     assert sorted(os.listdir(two_ranks / 'ckpt')) == ['latest', 'step-00000004', 'step-00000005']   # keep_last=2
     model = load_model(str(two_ranks / 'export'), device='cpu')
-    out = model.generate(['a red circle'], generator=torch.Generator().manual_seed(0))
+    out = generate(model, ['a red circle'], generator=torch.Generator().manual_seed(0))
     assert out['images'].shape == (1, 3, 32, 32) and torch.isfinite(out['images']).all()
 
 
@@ -81,13 +81,13 @@ def test_killed_in_a_save_then_resumed_on_one_process(two_ranks, tmp_path):
 def _packed_worker(rank: int, world: int):
     torch.set_num_threads(1)
     import copy
-    from rf_ref.config import get_config
-    from rf_ref.data import load_tokenizer
-    from rf_ref.launch import sharded_packed_losses
-    from rf_ref.model import RFModel
-    from rf_ref.packing import document_noise, generation_document, pack, packed_losses, text_document, understanding_document
-    from rf_ref.parallel import parallelize
-    from rf_ref.shapes import Shapes
+    from rf_ref.core.presets import get_config
+    from rf_ref.data.datasets import load_tokenizer
+    from rf_ref.scale.launch import sharded_packed_losses
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.packing import document_noise, generation_document, pack, packed_losses, text_document, understanding_document
+    from rf_ref.scale.parallel import parallelize
+    from rf_ref.data.shapes import Shapes
     cfg = get_config('shapes-tiny', TINY[:3])
     tok = load_tokenizer(cfg.data.tokenizer)
     # each rank its own documents, of several sizes and kinds

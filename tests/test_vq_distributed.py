@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from rf_ref.config import VQConfig
-from rf_ref.vq import OnlineVQ
+from rf_ref.core.config import VQConfig
+from rf_ref.method.vq import OnlineVQ
 from ranks import spawn
 
 DIM, STEPS, BATCH = 8, 6, 64

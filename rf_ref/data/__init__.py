@@ -1,0 +1,1 @@
+"The data: the Shapes renderer, natural-image sets, tokenizers and batches."

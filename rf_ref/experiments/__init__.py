@@ -1,0 +1,1 @@
+"The demo and the ablations, built from the method and its evaluation."

@@ -1,0 +1,1 @@
+"Representation Forcing itself: encoder, VQ, MoT backbone, flow matching, the model, sampling and training."
