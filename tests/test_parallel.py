@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from ranks import spawn
 
-SHARDS = Path(__file__).resolve().parent.parent / 'nbs' / 'parallel_shards.json'   # the notebook's two-rank table
+SHARDS = Path(__file__).resolve().parent / 'assets' / 'parallel_shards.json'   # the parallel notebook's two-rank table
 # dense pools (no MoE load balancing, which is per rank by design); R dropped at p = 0.5 so some step leaves a rank
 # without R targets; warmup of one step so the learning rate is the stage's from the start
 OVERRIDES = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'data.understanding_fraction=0.5',

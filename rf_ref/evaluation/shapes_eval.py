@@ -4,7 +4,7 @@
 
 # %% ../../nbs/41_shapes_eval.ipynb #e0a1b2c5
 from __future__ import annotations
-import json, re, time
+import dataclasses, json, re, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -318,6 +318,11 @@ def run_shapes_eval(generate,                        # generate(captions) -> ima
     for section, compute in (more or {}).items(): report[section] = compute(judge)
     report['judge'] = {'path': getattr(judge, 'path', None), 'sha256': getattr(judge, 'sha256', None)}
     report['hardware'], report['seconds'] = hardware_info(), round(time.time() - t0, 2)
+    scfg = getattr(generate, 'scfg', None)   # how a checkpoint samples: guidance, steps, sampler
+    report['settings'] = {'prompts_per_category': prompts_per_category, 'images_per_prompt': images_per_prompt, 'split': split,
+                          'seed': seed, 'batch_size': batch_size, 'understanding_n': understanding_n if answer else 0,
+                          'fid': with_fid, 'threads': torch.get_num_threads(),
+                          'sampler': dataclasses.asdict(scfg) if dataclasses.is_dataclass(scfg) else type(generate).__name__}
     if out_json:
         from rf_ref.core.checkpoint import write_text_atomic   # a rerun replaces the report whole, or leaves the old one
         Path(out_json).parent.mkdir(parents=True, exist_ok=True); write_text_atomic(str(out_json), json.dumps(report, indent=1))

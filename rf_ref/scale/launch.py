@@ -4,31 +4,27 @@
 
 # %% ../../nbs/66_launch.ipynb #140ad4d9
 from __future__ import annotations
-import datetime, json, os, sys, time, types, warnings
+import datetime, json, os, sys, types, warnings
 from itertools import accumulate
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
-from tqdm.auto import tqdm
 from ..core.checkpoint import MANIFEST, CheckpointError, default_device, load_config, step_folders
 from ..core.config import Config
-from ..data.datasets import build_dataset, load_tokenizer
 from .dcp import export_sharded, load_sharded, save_sharded
 from ..core.ema import EMA
 from ..method.model import RFModel
 from .packing import Packed, packed_losses
 from .parallel import global_losses, make_mesh, materialize_parallel, parallelize, split_batches, world_info
-from ..method.plan import plan
 from .build import build_model
 from ..method.pretrain import load_stage0
-from ..method.train import Divergence, Trainer, device_memory, make_optimizer, total_steps, train_step
-from ..core.runs import METRICS, candidates, check_fresh, claim, die_with_agent, fall_back, on_rank0, rewrite_metrics, run_of
+from ..method.train import Divergence, Trainer, compute_dtype, fit, resume as resume_run
+from ..core.runs import candidates, die_with_agent, on_rank0
 
 # %% auto #0
-__all__ = ['launched', 'init_distributed', 'close_distributed', 'compute_dtype', 'check_parallel_memory', 'build_parallel',
-           'ParallelTrainer', 'parallel_save', 'parallel_resume', 'parallel_fit', 'sharded_run', 'train_distributed',
-           'sharded_packed_losses']
+__all__ = ['launched', 'init_distributed', 'close_distributed', 'build_parallel', 'ParallelTrainer', 'parallel_save',
+           'sharded_run', 'train_distributed', 'sharded_packed_losses']
 
 # %% ../../nbs/66_launch.ipynb #6998faf8
 def launched() -> bool:
@@ -62,30 +58,6 @@ def close_distributed(finished: bool = True,  # False after an error: no barrier
     if finished and dist.get_world_size() > 1: dist.barrier()
     dist.destroy_process_group()
 
-# %% ../../nbs/66_launch.ipynb #d7f5f402
-def compute_dtype(cfg: Config,            # train.precision: auto | fp32 | bf16
-                  device: torch.device,   # this rank's device
-                 ) -> torch.dtype:        # FSDP2's param_dtype: the dtype of the gathered weights
-    "The dtype blocks compute in: bfloat16 for 'bf16', and for 'auto' on GPUs; float32 otherwise."
-    p = cfg.train.precision
-    return torch.bfloat16 if p == 'bf16' or (p == 'auto' and device.type == 'cuda') else torch.float32
-
-# %% ../../nbs/66_launch.ipynb #cfd64087
-def check_parallel_memory(cfg: Config,           # the run
-                          device: torch.device,  # this rank's device
-                          world: int,            # ranks in the run
-                          replicas: int = 1,     # HSDP replicas (shards per replica: world / replicas)
-                         ):
-    "Raise `MemoryError` when one rank's share of the weights, gradients, AdamW and EMA cannot fit its device."
-    memory = plan(cfg, world, replicas=replicas).memory   # GB per rank
-    need = sum(v for k, v in memory.items() if not k.startswith('activations')) * 1e9
-    have = device_memory(device) / (int(os.environ.get('LOCAL_WORLD_SIZE', '1')) if device.type == 'cpu' else 1)
-    if need > have:
-        raise MemoryError(f'training {cfg.name} on {world} ranks needs at least {need / 1e9:,.1f} GB per rank (sharded fp32 '
-                          f'weights, gradients, AdamW moments and EMA, one gathered layer; activations on top) but {device} '
-                          f'has {have / 1e9:,.1f} GB: launch more ranks (`rf-ref plan --preset {cfg.name} --gpus '
-                          f'{world},{8 * world}` says how many fit), or pick a smaller preset')
-
 # %% ../../nbs/66_launch.ipynb #9b440828
 def build_parallel(cfg: Config,                 # the run
                    device: torch.device,        # this rank's device
@@ -109,7 +81,7 @@ def build_parallel(cfg: Config,                 # the run
 
 # %% ../../nbs/66_launch.ipynb #7e5a32c8
 class ParallelTrainer(Trainer):
-    "A `Trainer` whose model, EMA and AdamW are sharded over the process group with FSDP2; every rank makes one."
+    "A `Trainer` whose model, EMA and AdamW are sharded over the process group with FSDP2; every rank makes one. `fit` and `resume(..., trainer=ParallelTrainer)` drive it."
     def __init__(self, cfg: Config,               # the run
                  out_dir: str | None = None,      # metrics.jsonl and ckpt/ go here; default: train.out_dir
                  device=None,                     # this rank's device (from `init_distributed`)
@@ -118,22 +90,25 @@ class ParallelTrainer(Trainer):
                  meta: bool | None = None,        # see `build_parallel`
                  init=None,                       # see `build_parallel`
                  num_workers: int = 0,            # DataLoader worker processes
-                 resumed: bool = False):          # `parallel_resume`'s: out_dir holds this run; no stage-0 files read
+                 resumed: bool = False):          # `resume`'s: out_dir holds this run; no stage-0 files read
         if not dist.is_initialized():
             raise RuntimeError('ParallelTrainer needs a process group: call init_distributed() first (under torchrun, on every rank)')
-        self.cfg, self.device, self.out_dir = cfg, default_device(device), out_dir or cfg.train.out_dir
-        self.rank, self.world = world_info()
-        if not resumed: on_rank0(lambda: check_fresh(self.out_dir))   # a folder with another run: every rank stops
-        self.run_lock, self.claimed, self.first_loss = None, resumed, None
-        mesh = make_mesh(replicas=replicas, device_type=self.device.type)
-        check_parallel_memory(cfg, self.device, self.world, replicas)
-        self.tok, self.data = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size), build_dataset(cfg.data, 'train')
-        self.step, self.history, self.skipped, self.num_workers, self.checkpoint = 0, [], 0, 0, None   # checkpoint: the newest folder
-        for start in accumulate([0] + [s.steps for s in cfg.train.stages[:-1]]):   # each stage's rows divide among the ranks
+        self.ac, self.replicas, self.meta, self.init, self.checkpoint = ac, replicas, meta, init, None   # checkpoint: the newest folder
+        super().__init__(cfg, out_dir, device, None, num_workers, resumed)
+
+    def world_info(self) -> tuple: return world_info()
+    def on_lead(self, fn): return on_rank0(fn)
+    def prepare(self): self.mesh = make_mesh(replicas=self.replicas, device_type=self.device.type)
+    def check_batches(self):   # each stage's rows divide among the ranks, found before the model is built
+        workers, self.num_workers = self.num_workers, 0
+        for start in accumulate([0] + [s.steps for s in self.cfg.train.stages[:-1]]):
             split_batches(next(self.batches(start)), self.rank, self.world)
-        self.num_workers = num_workers
-        self.model, self.ema = build_parallel(cfg, self.device, mesh, ac, meta, init, stage0=not resumed)
-        self.opt = make_optimizer(self.model, cfg)
+        self.num_workers = workers
+    def build(self, model, stage0: bool) -> tuple:
+        return build_parallel(self.cfg, self.device, self.mesh, self.ac, self.meta, self.init, stage0=stage0)
+    def write_checkpoint(self) -> str: return parallel_save(self)
+    def agree(self, flag: bool) -> bool:
+        t = torch.tensor(float(flag), device=self.device); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t)
 
     def losses(self, batches: dict) -> dict:  # the step's global batch: one item of `batches`
         "This rank's rows through `global_losses`, means over every rank's rows; `train.train_step` calls it."
@@ -154,70 +129,20 @@ def parallel_save(tr: ParallelTrainer,  # the run to save, on every rank
                                  tr.cfg.train.keep_last)
     return tr.checkpoint
 
-def parallel_resume(path: str,                 # a run folder, its ckpt/ folder, or one sharded checkpoint
-                    device=None,               # this rank's device
-                    out_dir: str | None = None,  # default: the run folder the checkpoint belongs to
-                    ac: str = 'none', replicas: int = 1, meta: bool | None = None,  # see `ParallelTrainer`
-                    num_workers: int = 0,      # DataLoader worker processes
-                   ) -> ParallelTrainer:       # at the checkpoint's step, ready for `parallel_fit`
-    "A `ParallelTrainer` that continues the sharded run at `path` from its newest checkpoint that loads, on any number of ranks."
-    out = out_dir or run_of(path)
-    lock = claim(out, fresh=os.path.abspath(out) != run_of(path)) if os.path.exists(path) else None   # rank 0 holds it
-    def load(folder):
-        try:
-            tr = ParallelTrainer(load_config(folder), out, device, ac, replicas, meta, num_workers=num_workers, resumed=True)
-            state = load_sharded(folder, tr.model, tr.opt, tr.ema); mine = ''
-        except CheckpointError as e: mine = str(e)
-        errors = [mine] * world_info()[1]
-        if world_info()[1] > 1: dist.all_gather_object(errors, mine)   # every rank falls back, or none does
-        if bad := [e for e in errors if e]: raise CheckpointError(bad[0])
-        tr.step, tr.history, tr.checkpoint = state['step'], state['history'], state['path']
-        return tr
-    try: tr = fall_back(on_rank0(lambda: candidates(path), share=True), load)
-    except BaseException:
-        if lock is not None: lock.release()
-        raise
-    tr.run_lock = lock
-    if tr.rank == 0: rewrite_metrics(tr.out_dir, tr.history)   # the log as of the checkpoint: later steps are trained again
-    return tr
-
-# %% ../../nbs/66_launch.ipynb #2586c13d
-def parallel_fit(tr: ParallelTrainer,         # the run; it continues from `tr.step`
-                 steps: int | None = None,    # steps to take; default: to the end of the last stage
-                 progress: bool = True,       # show a progress bar (rank 0)
-                 log_every: int | None = None,   # default: train.log_every
-                 ckpt_every: int | None = None,  # default: train.ckpt_every
-                ) -> list:                    # the run's logged metrics, `tr.history` (the same on every rank)
-    "`fit` on every rank: rank 0 alone writes `<out_dir>/metrics.jsonl` and shows progress; every rank saves its shards."
-    end = total_steps(tr.cfg) if steps is None else tr.step + steps
-    log_every, ckpt_every = log_every or tr.cfg.train.log_every, ckpt_every or tr.cfg.train.ckpt_every
-    if end <= tr.step: return tr.history
-    lead = tr.rank == 0
-    tr.run_lock = claim(tr.out_dir, fresh=not tr.claimed, lock=tr.run_lock); tr.claimed = True   # see rf_ref.core.runs
-    if lead: rewrite_metrics(tr.out_dir, tr.history)                 # one run's records, once each
-    log = open(os.path.join(tr.out_dir, METRICS), 'a') if lead else None
-    bar = tqdm(total=end - tr.step, disable=not (progress and lead), desc=f'{tr.cfg.name} x{tr.world}', dynamic_ncols=True)
-    tr.model.train()
-    t0, seen = time.perf_counter(), 0
+@classmethod
+def _load(cls, folder: str, out: str, device, num_workers: int, **kwargs) -> ParallelTrainer:
+    "The sharded run of checkpoint `folder` on every rank: every rank falls back to an older checkpoint, or none does."
+    tr, mine = None, ''
     try:
-        for batches in tr.batches(tr.step):
-            rec = train_step(tr, batches)
-            seen += sum(len(b) for b in batches.values() if b is not None)
-            bar.update(1)
-            if 'skipped' in rec or tr.step % log_every == 0 or tr.step == end:
-                if 'skipped' in rec: bar.write(f"step {rec['step']}: skipped, {rec['skipped']}")
-                else:
-                    rec['samples_per_s'] = seen / (time.perf_counter() - t0)   # global batch rows per second
-                    bar.set_postfix({k: f'{rec[k]:.3f}' for k in ('lm', 'rep', 'fm') if k in rec})
-                tr.history.append(rec)
-                if lead: log.write(json.dumps(rec) + '\n'); log.flush()
-            if tr.step % ckpt_every == 0 or tr.step == end: parallel_save(tr)
-            if tr.step >= end: break
-    finally:
-        bar.close()
-        if log: log.close()
-        if tr.run_lock is not None: tr.run_lock.release(); tr.run_lock = None
-    return tr.history
+        tr = cls(load_config(folder), out, device, num_workers=num_workers, resumed=True, **kwargs)
+        state = load_sharded(folder, tr.model, tr.opt, tr.ema)
+    except CheckpointError as e: mine = str(e)
+    errors = [mine] * world_info()[1]
+    if world_info()[1] > 1: dist.all_gather_object(errors, mine)   # every rank falls back, or none does
+    if bad := [e for e in errors if e]: raise CheckpointError(bad[0])
+    tr.step, tr.history, tr.checkpoint = state['step'], state['history'], state['path']
+    return tr
+ParallelTrainer.load = _load
 
 # %% ../../nbs/66_launch.ipynb #c671c1b6
 def sharded_run(path: str,  # a run folder, its ckpt/ folder, or one checkpoint folder
@@ -258,11 +183,11 @@ def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
     if (cfg is None) == (not resume): raise ValueError('train_distributed takes a config to start a run, or resume= to continue one')
     dev = init_distributed(device, seconds := _dist_timeout(cfg, resume))
     try:
-        tr = parallel_resume(resume, dev, out_dir, ac, replicas, meta, num_workers) if resume else \
+        tr = resume_run(resume, dev, out_dir, num_workers, ParallelTrainer, ac=ac, replicas=replicas, meta=meta) if resume else \
              ParallelTrainer(cfg, out_dir, dev, ac, replicas, meta, init, num_workers)
         if tr.rank == 0:
             print(f'training {tr.cfg.name} on {tr.world} rank(s) ({dev.type}, FSDP2, ac={ac}) from step {tr.step}; writing to {tr.out_dir}')
-        parallel_fit(tr, steps, progress)
+        fit(tr, steps, progress)
     except BaseException as e:
         err = _timed_out(e, seconds)
         if err is not e and world_info()[0]: print(f'rf-ref train: error: {err}', file=sys.stderr)   # the command line speaks for rank 0 only

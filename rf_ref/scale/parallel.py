@@ -17,6 +17,7 @@ from ..data.datasets import Batch
 from ..core.ema import EMA
 from ..method.model import RFModel, generation_noise
 from .build import materialize
+from ..method.train import compile_blocks
 
 # %% auto #0
 __all__ = ['AC_MODES', 'world_info', 'make_mesh', 'checkpoint_module', 'blocks', 'rows', 'split_batches', 'example_seed',
@@ -170,7 +171,7 @@ def parallelize(model: RFModel,                     # built (on meta or material
     mesh = make_mesh() if mesh is None else mesh
     for block in blocks(model): checkpoint_module(block, ac)
     if compile:
-        for block in blocks(model) + blocks(model, trained=False): block.compile(**(compile if isinstance(compile, dict) else {}))
+        compile_blocks(blocks(model) + blocks(model, trained=False), compile if isinstance(compile, dict) else {})
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     _shard(model, mesh, mp, reshard_after_forward)
     model.compute = (mesh.device_type, param_dtype)   # `global_losses` autocasts to the dtype of the gathered weights
