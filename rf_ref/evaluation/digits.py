@@ -38,7 +38,7 @@ class DigitClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) in [-1, 1] -> (b, 10) logits
         return self.head(self.features(images))
 
-# %% ../../nbs/44_digits.ipynb #cc2e017c
+# %% ../../nbs/44_digits.ipynb #66186ff1
 def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     "Each image moved by a random whole-pixel offset in [-max_shift, max_shift], background filled with -1."
     b, _, h, w = x.shape
@@ -46,6 +46,7 @@ def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.T
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b), generator=gen)
     return torch.stack([pad[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
+# %% ../../nbs/44_digits.ipynb #f20785e7
 @torch.no_grad()
 def predict(classifier: DigitClassifier,   # in eval mode after this call
             images: torch.Tensor,          # (b, c, h, w) in [-1, 1]
@@ -54,6 +55,7 @@ def predict(classifier: DigitClassifier,   # in eval mode after this call
     classifier.eval()
     return torch.cat([classifier(images[k:k + batch_size]).argmax(-1) for k in range(0, len(images), batch_size)])
 
+# %% ../../nbs/44_digits.ipynb #63e592ab
 def train_digit_classifier(steps: int = 1_000,      # optimizer steps
                            batch_size: int = 64,    # images per step
                            lr: float = 2e-3,        # AdamW learning rate, cosine-decayed to 0

@@ -85,7 +85,30 @@ class EvalResult:
              'ci': {c: list(v) for c, v in self.ci.items()}, 'config': self.config}
         return {**d, 'records': self.records} if records else d
 
-# %% ../../nbs/41_shapes_eval.ipynb #6c3e66e1
+# %% ../../nbs/41_shapes_eval.ipynb #9cd4f785
+def _prompt_set(categories: tuple, n: int, split: str, seed: int) -> dict:
+    "{category: n prompts}, fixed by `seed` (one generator for all categories, in order)."
+    rng = np.random.default_rng([seed, 20])
+    return {c: [sample_prompt(c, rng, split) for _ in range(n)] for c in categories}
+
+# %% ../../nbs/41_shapes_eval.ipynb #59710f03
+def _generate_and_judge(generate,            # captions -> (b, c, h, w) images
+                        judge: Judge,
+                        jobs: list,          # (category, prompt index, prompt) per image
+                        batch_size: int, keep_images: bool, progress: bool) -> tuple:
+    "(one record per image, uint8 images in record order or None): `jobs` generated and judged in batches."
+    from tqdm import tqdm
+    records, images = [], []
+    for k in tqdm(range(0, len(jobs), batch_size), desc='ShapesEval', disable=not progress):
+        chunk = jobs[k:k + batch_size]
+        x = _check_images(generate([p.caption for _, _, p in chunk]), len(chunk))
+        for (c, j, p), objs in zip(chunk, detect(judge, x)):
+            records.append({'category': c, 'prompt': j, 'caption': p.caption, 'passed': bool(scene_satisfies(p, objs)),
+                            'objects': [[o.shape, o.color, round(o.x, 3), round(o.y, 3)] for o in objs]})
+        if keep_images: images.append(to_uint8(x.detach().float().cpu()))
+    return records, np.concatenate(images) if keep_images else None
+
+# %% ../../nbs/41_shapes_eval.ipynb #c5a071f7
 class ShapesEval:
     "GenEval's protocol on Shapes: a fixed prompt set per category, N images per prompt, judged objects, GenEval's rules."
     def __init__(self, prompts_per_category: int = 100, images_per_prompt: int = 4,
@@ -93,8 +116,7 @@ class ShapesEval:
                  seed: int = 0, categories: tuple = CATEGORIES):
         self.split, self.seed, self.images_per_prompt = split, seed, images_per_prompt
         self.categories = _eval_categories(split, categories)
-        rng = np.random.default_rng([seed, 20])
-        self.prompts = {c: [sample_prompt(c, rng, split) for _ in range(prompts_per_category)] for c in self.categories}
+        self.prompts = _prompt_set(self.categories, prompts_per_category, split, seed)
 
     def jobs(self) -> list:
         "(category, prompt index, prompt) for every image to generate."
@@ -102,17 +124,8 @@ class ShapesEval:
 
     def run(self, model, judge: Judge | None = None, batch_size: int = 64, keep_images: bool = True, progress: bool = True):
         "Generate (`model`: generate(captions) -> images, or an object with .generate), judge and score every image."
-        from tqdm import tqdm
         generate = getattr(model, 'generate', model); judge = judge or load_judge()
-        jobs, records, images = self.jobs(), [], []
-        for k in tqdm(range(0, len(jobs), batch_size), desc='ShapesEval', disable=not progress):
-            chunk = jobs[k:k + batch_size]
-            x = _check_images(generate([p.caption for _, _, p in chunk]), len(chunk))
-            for (c, j, p), objs in zip(chunk, detect(judge, x)):
-                records.append({'category': c, 'prompt': j, 'caption': p.caption, 'passed': bool(scene_satisfies(p, objs)),
-                                'objects': [[o.shape, o.color, round(o.x, 3), round(o.y, 3)] for o in objs]})
-            if keep_images: images.append(to_uint8(x.detach().float().cpu()))
-        return self.score(records, np.concatenate(images) if keep_images else None)
+        return self.score(*_generate_and_judge(generate, judge, self.jobs(), batch_size, keep_images, progress))
 
     def per_prompt(self, records) -> dict:
         "{category: (prompts,) fraction of each prompt's images that pass} from per-image records."

@@ -52,7 +52,7 @@ def row_config(row: str,                   # a key of ROWS
     return get_config(preset, [*ROWS[row].overrides, *extra, f'train.seed={seed}', f'train.stages.0.steps={steps}',
                                f'train.ckpt_every={max(1, steps // 4)}', f'train.log_every={max(1, min(25, steps))}'])
 
-# %% ../../nbs/51_ablate.ipynb #83b77e04
+# %% ../../nbs/51_ablate.ipynb #e4002a8f
 def evaluate_cell(folder: str,             # the cell's run folder
                   seed: int,               # seeds the prompts, the samples and the scenes
                   prompts: int,            # ShapesEval prompts per category
@@ -75,6 +75,7 @@ def evaluate_cell(folder: str,             # the cell's run folder
     return {'overall': res.overall, 'scores': res.scores, 'per_prompt': per_prompt,
             'fid': evaluation.fid_to_renderer(res, judge, seed + 1), 'understanding': und}
 
+# %% ../../nbs/51_ablate.ipynb #3d700546
 def run_cell(out: str,                    # the ablation folder; the cell lives in <out>/<row>/seed-<seed>
              row: str,                    # a key of ROWS
              seed: int,                   # train.seed, and the evaluation's seed
@@ -104,7 +105,7 @@ def run_cell(out: str,                    # the ablation folder; the cell lives 
     write_text_atomic(done, json.dumps(result, indent=1))
     return result
 
-# %% ../../nbs/51_ablate.ipynb #6fd730d1
+# %% ../../nbs/51_ablate.ipynb #decbd95d
 def summarize(results: list,  # cell results (`run_cell`), any rows and seeds
              ) -> dict:       # {row: summary}
     "{row: overall, its 95% interval over seeds and prompts, per-category scores, understanding per type, FID} from cell results."
@@ -126,6 +127,7 @@ def summarize(results: list,  # cell results (`run_cell`), any rows and seeds
                       'what': ROWS[row].what if row in ROWS else ''}
     return table
 
+# %% ../../nbs/51_ablate.ipynb #8f97f8d6
 def format_ablation(table: dict,  # from `summarize`
                    ) -> str:
     "The summary as a markdown table."
@@ -138,6 +140,7 @@ def format_ablation(table: dict,  # from `summarize`
              for row, t in table.items()]
     return head + '\n'.join(lines) + '\n'
 
+# %% ../../nbs/51_ablate.ipynb #2fd1bc36
 def format_understanding(table: dict,  # from `summarize`
                         ) -> str:     # '' when no row measured understanding
     "Understanding accuracy per question type and row (Table 2's direction: RF should not cost understanding)."
@@ -148,6 +151,7 @@ def format_understanding(table: dict,  # from `summarize`
             '\n'.join(f"| {r} | " + ' | '.join(f"{table[r]['understanding_per_type'][k]:.3f}" for k in types) +
                       f" | {table[r]['understanding']:.3f} |" for r in rows) + '\n')
 
+# %% ../../nbs/51_ablate.ipynb #a7b50c85
 def plot_ablation(table: dict,                     # from `summarize`
                   title: str = 'ShapesEval by row',  # above the bars
                  ):                                 # a matplotlib figure
@@ -165,7 +169,7 @@ def plot_ablation(table: dict,                     # from `summarize`
     ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
-# %% ../../nbs/51_ablate.ipynb #97c051e9
+# %% ../../nbs/51_ablate.ipynb #2b74737f
 def estimate_seconds(preset: str,                # the cells' preset
                      steps: int,                 # the cells' training steps
                      prompts: int,               # ShapesEval prompts per category
@@ -185,11 +189,43 @@ def estimate_seconds(preset: str,                # the cells' preset
     per_image = (time.perf_counter() - t0) / 8
     return steps * per_step + 6 * prompts * images * per_image * 1.5        # scoring, FID and understanding on top
 
+# %% ../../nbs/51_ablate.ipynb #ea735170
 def _duration(s: float) -> str: return f'{s:.0f} s' if s < 120 else f'{s / 60:.0f} min' if s < 7200 else f'{s / 3600:.1f} h'
 
 def _cell(kw: dict) -> dict:
     torch.set_num_threads(kw.pop('threads')); return run_cell(**kw)
 
+# %% ../../nbs/51_ablate.ipynb #a676ad2c
+def _run_cells(kws: list,       # keyword sets of `run_cell`, each with the `threads` its process uses
+               jobs: int,       # cells run at once, each in its own process
+               progress: bool,  # show the bar
+              ):
+    "Run the cells of `kws`, `jobs` at a time, one line per finished cell above a bar."
+    bar = tqdm(total=len(kws), desc='cells', disable=not progress or not kws)
+    def report(r):   # one line per finished cell, above the bar
+        bar.write(f"{r['row']} seed {r['seed']}: ShapesEval {r['overall']:.3f}, FID {r['fid']:.1f}, "
+                  f"{(r['train_seconds'] + r['eval_seconds']) / 60:.1f} min"); bar.update(1)
+    if jobs == 1:
+        for kw in kws: report(_cell(kw))
+    else:
+        import multiprocessing as mp
+        with mp.get_context('spawn').Pool(jobs) as pool:
+            for r in pool.imap_unordered(_cell, kws): report(r)
+    bar.close()
+
+# %% ../../nbs/51_ablate.ipynb #4d8ac3f6
+def _write_table(out: str, b: dict, preset: str, extra, rows, cells: list) -> dict:
+    "Summarize the finished `cells` of `out`; write ablation.json, ablation.md and ablation.png; return the summary."
+    results = [json.load(open(os.path.join(out, r, f'seed-{s}', 'result.json'))) for r, s in cells]
+    table = summarize(results)
+    write_text_atomic(os.path.join(out, 'ablation.json'), json.dumps({'budget': b, 'preset': preset, 'extra': list(extra),
+                                                                      'rows': table, 'cells': results}, indent=1))
+    write_text_atomic(os.path.join(out, 'ablation.md'), format_ablation(table) + '\n' + format_understanding(table))
+    fig = plot_ablation(table, f'{preset}, {b["steps"]} steps x {len(cells) // len(rows)} seed(s)')
+    fig.savefig(os.path.join(out, 'ablation.png'), dpi=120)
+    return table
+
+# %% ../../nbs/51_ablate.ipynb #cdd9b2f3
 def ablate(out: str,                      # cells, ablation.json, ablation.md and ablation.png go here
            rows=tuple(ROWS),              # keys of ROWS
            seeds: int = 3,                # seeds 0 .. seeds - 1 per row
@@ -219,22 +255,5 @@ def ablate(out: str,                      # cells, ablation.json, ablation.md an
               f'{_duration(each * math.ceil(len(pending) / jobs))} in all with {jobs} job(s)', flush=True)
     kws = [dict(out=out, row=r, seed=s, preset=preset, extra=tuple(extra), device=device, progress=progress and jobs == 1,
                 threads=max(1, (os.cpu_count() or 1) // jobs), **b) for r, s in pending]
-    bar = tqdm(total=len(kws), desc='cells', disable=not progress or not kws)
-    def report(r):   # one line per finished cell, above the bar
-        bar.write(f"{r['row']} seed {r['seed']}: ShapesEval {r['overall']:.3f}, FID {r['fid']:.1f}, "
-                  f"{(r['train_seconds'] + r['eval_seconds']) / 60:.1f} min"); bar.update(1)
-    if jobs == 1:
-        for kw in kws: report(_cell(kw))
-    else:
-        import multiprocessing as mp
-        with mp.get_context('spawn').Pool(jobs) as pool:
-            for r in pool.imap_unordered(_cell, kws): report(r)
-    bar.close()
-    results = [json.load(open(os.path.join(out, r, f'seed-{s}', 'result.json'))) for r, s in cells]
-    table = summarize(results)
-    write_text_atomic(os.path.join(out, 'ablation.json'), json.dumps({'budget': b, 'preset': preset, 'extra': list(extra),
-                                                                      'rows': table, 'cells': results}, indent=1))
-    write_text_atomic(os.path.join(out, 'ablation.md'), format_ablation(table) + '\n' + format_understanding(table))
-    fig = plot_ablation(table, f'{preset}, {b["steps"]} steps x {len(cells) // len(rows)} seed(s)')
-    fig.savefig(os.path.join(out, 'ablation.png'), dpi=120)
-    return table
+    _run_cells(kws, jobs, progress)
+    return _write_table(out, b, preset, extra, rows, cells)

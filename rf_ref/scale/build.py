@@ -15,15 +15,16 @@ from ..method.encoder import ViTEncoder, Block
 
 # %% auto #0
 __all__ = ['PARTS', 'TOKEN_PATHS', 'build_model', 'part_of', 'active_share', 'PartCount', 'param_table', 'active_per_token',
-           'llm_counts', 'format_param_table', 'materialize']
+           'format_param_table', 'llm_counts', 'materialize']
 
-# %% ../../nbs/62_build.ipynb #07c8f64b
+# %% ../../nbs/62_build.ipynb #3542184e
 def build_model(cfg: Config,             # any preset, `paper` included
                 device='meta') -> RFModel:  # 'meta': shapes only, no memory; or a real device
     "An `RFModel` of `cfg`; on the meta device it holds no memory and builds in about a second at paper scale."
     validate(cfg)
     with torch.device(device): return RFModel(cfg)
 
+# %% ../../nbs/62_build.ipynb #7fc3a557
 # which part of the model a parameter belongs to: first match wins
 PARTS = (('LLM embeddings', r'^(tok_embed|lm_head)\.'),
          ('LLM attention', r'^backbone\.(norm\.|blocks\.\d+\.attention)'),
@@ -42,7 +43,7 @@ def part_of(name: str) -> str:  # a parameter name of `RFModel`
         if re.search(pattern, name): return part
     raise KeyError(f'parameter {name!r} belongs to no part of PARTS: add a pattern for it')
 
-# %% ../../nbs/62_build.ipynb #ce9bccb5
+# %% ../../nbs/62_build.ipynb #b23e1127
 _EXPERTS = re.compile(r'\.pools\.\d+\.(gate_up|down)$')  # stacked expert weights (E, ., .): k of E used per token
 
 def active_share(model: RFModel, name: str) -> float:  # name: one of its parameters
@@ -50,6 +51,7 @@ def active_share(model: RFModel, name: str) -> float:  # name: one of its parame
     m = model.cfg.mot
     return m.experts_per_token / m.n_experts if m.n_experts > 1 and _EXPERTS.search(name) else 1.0
 
+# %% ../../nbs/62_build.ipynb #5e99d046
 @dataclass
 class PartCount:
     part: str
@@ -65,6 +67,7 @@ def param_table(model: RFModel) -> list:
         r.total += p.numel(); r.trainable += p.numel() * p.requires_grad; r.active += p.numel() * active_share(model, name)
     return [r for r in rows.values() if r.total]
 
+# %% ../../nbs/62_build.ipynb #d5cfa676
 TOKEN_PATHS = {  # the parts a token of each kind passes through in the backbone (its embedding and head included)
     'text token': ('LLM embeddings', 'LLM attention', 'understanding pool'),
     'R token': ('R embeddings and head', 'LLM attention', 'representation pool'),
@@ -76,12 +79,7 @@ def active_per_token(table: list) -> dict:  # from `param_table`
     by = {r.part: r for r in table}
     return {kind: sum(by[p].active for p in parts if p in by) for kind, parts in TOKEN_PATHS.items()}
 
-def llm_counts(table: list) -> tuple:  # from `param_table`
-    "(total, active per token) of the language model alone: its embeddings, attention and understanding pool."
-    by = {r.part: r for r in table}
-    parts = TOKEN_PATHS['text token']
-    return sum(by[p].total for p in parts), sum(by[p].active for p in parts)
-
+# %% ../../nbs/62_build.ipynb #66e7afe5
 def format_param_table(table: list) -> str:  # from `param_table`
     "The table as aligned text, in billions (B) or millions (M), with the whole model's sums."
     def n(x): return f'{x / 1e9:8.3f} B' if x >= 1e9 else f'{x / 1e6:8.2f} M'
@@ -91,12 +89,20 @@ def format_param_table(table: list) -> str:  # from `param_table`
     lines += [f'  active per {k:<12}{n(v):>24}' for k, v in active_per_token(table).items()]
     return '\n'.join(lines)
 
-# %% ../../nbs/62_build.ipynb #589db4dc
+# %% ../../nbs/62_build.ipynb #da67457c
+def llm_counts(table: list) -> tuple:  # from `param_table`
+    "(total, active per token) of the language model alone: its embeddings, attention and understanding pool."
+    by = {r.part: r for r in table}
+    parts = TOKEN_PATHS['text token']
+    return sum(by[p].total for p in parts), sum(by[p].active for p in parts)
+
+# %% ../../nbs/62_build.ipynb #8e67bf3a
 def _meta_names(module: nn.Module) -> list:
     "Names of the tensors `module` itself holds (not its children) that are still on the meta device."
     own = list(module._parameters.items()) + list(module._buffers.items())
     return [n for n, t in own if t is not None and t.is_meta]
 
+# %% ../../nbs/62_build.ipynb #c498770d
 def _allocate(module: nn.Module, names: list, device, dtype):
     "Give each named meta tensor of `module` uninitialized storage on `device` (floating tensors in `dtype`)."
     own = [n for n, t in list(module._parameters.items()) + list(module._buffers.items()) if t is not None]
@@ -110,6 +116,7 @@ def _allocate(module: nn.Module, names: list, device, dtype):
             else: module._buffers[n] = new
     if dtype is not None: module._apply(lambda t: t.to(dtype) if t.is_floating_point() else t, recurse=False)
 
+# %% ../../nbs/62_build.ipynb #ce8c08a2
 @torch.no_grad()
 def _init_leaf(module: nn.Module, cfg: Config):
     "RF's initialization of one module whose own tensors were just allocated (the constructors' rules)."
@@ -124,6 +131,7 @@ def _init_leaf(module: nn.Module, cfg: Config):
     else: raise TypeError(f'materialize does not know how to initialize a {type(module).__name__}: '
                           'give it a reset_parameters() method')
 
+# %% ../../nbs/62_build.ipynb #0c11230f
 @torch.no_grad()
 def materialize(model: RFModel,       # built on meta by `build_model`, possibly partly filled by a checkpoint loader
                 device='cpu',          # where the new tensors live

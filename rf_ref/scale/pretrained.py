@@ -148,7 +148,7 @@ def _plan(params: dict, folder: Path, weight_map: dict, destinations, required, 
                              f'{"; ".join(wrong[:6])}{"; ..." if len(wrong) > 6 else ""}')
     return dict(plan)
 
-# %% ../../nbs/61_pretrained.ipynb #215afb19
+# %% ../../nbs/61_pretrained.ipynb #678d6ffe
 def _materialized(model: nn.Module, params: dict, tied: dict, name: str, device, dtype) -> torch.Tensor:
     "Parameter `name`, first swapped (under all its tied names) for an uninitialized tensor if it is on meta."
     p = params[name]
@@ -160,6 +160,7 @@ def _materialized(model: nn.Module, params: dict, tied: dict, name: str, device,
         params[alias] = new
     return new
 
+# %% ../../nbs/61_pretrained.ipynb #1f150fc1
 def stream_checkpoint(model: nn.Module,      # built on the meta device, or materialized
                       folder,                # a Hugging Face folder: model.safetensors(.index.json)
                       destinations,          # their name -> [(our parameter name, index of the part)]; [] to skip it
