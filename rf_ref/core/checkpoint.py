@@ -15,7 +15,7 @@ __all__ = ['MANIFEST', 'LATEST', 'FORMAT', 'OPTIONAL_BUFFERS', 'CheckpointError'
            'find_checkpoint', 'load_config', 'load_weights', 'pack_state', 'unpack_state', 'load_legacy_state',
            'save_checkpoint', 'load_train_state', 'run_dir', 'default_device']
 
-# %% ../../nbs/05_checkpoint.ipynb #f4f8b484
+# %% ../../nbs/05_checkpoint.ipynb #08e50c5f
 MANIFEST, LATEST, FORMAT = 'manifest.json', 'latest', 'rf_ref checkpoint'
 _STEP = re.compile(r'^step-(\d+)$')
 
@@ -31,6 +31,7 @@ def sha256(path: str,              # a file
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
+# %% ../../nbs/05_checkpoint.ipynb #bfb3bdff
 def fsync(path: str):
     "Flush a file's (or a folder's entries') data to disk."
     fd = os.open(path, os.O_RDONLY)
@@ -112,7 +113,7 @@ def verify(path: str,           # a checkpoint folder
         if sha256(f) != want['sha256']: raise CheckpointError(f'{f} does not match its SHA-256 in the manifest (damaged): {fix}')
     return manifest
 
-# %% ../../nbs/05_checkpoint.ipynb #1a83de53
+# %% ../../nbs/05_checkpoint.ipynb #b6dafdfa
 def step_folders(root: str,  # a run's ckpt/ folder
                 ) -> list:  # [(step, path)], oldest first; [] if `root` does not exist
     "The step-<N> checkpoint folders under a run's `ckpt/` folder."
@@ -135,6 +136,7 @@ def save_rotating(root: str,                # a run's ckpt/ folder
         if n.startswith('.') and ('.tmp-' in n or '.old-' in n): shutil.rmtree(os.path.join(root, n), ignore_errors=True)
     return path
 
+# %% ../../nbs/05_checkpoint.ipynb #961520bf
 def is_checkpoint(path: str,  # a folder
                  ) -> bool:
     "Whether `path` is one checkpoint folder (a manifest, or the config.json of the older format)."
@@ -169,7 +171,7 @@ def find_checkpoint(path: str,                # a checkpoint folder, a run's ckp
         return p
     raise CheckpointError(f'no intact checkpoint under {root}: ' + '; '.join(e.args[0] for _, e in broken))
 
-# %% ../../nbs/05_checkpoint.ipynb #b54a914d
+# %% ../../nbs/05_checkpoint.ipynb #69807a9a
 # fields added after checkpoints existed: a config.json without them was written when the code behaved like this
 _LEGACY = {'model': {'positions': 'learned'}, 'train': {'ema_warmup': False}, 'vq': {'restart_after': 0}}
 
@@ -187,6 +189,7 @@ def load_config(path: str,  # a checkpoint folder
     try: return config_from_dict(d)
     except (ValueError, KeyError, TypeError) as e: raise CheckpointError(f'{f}: {e.args[0] if e.args else e}') from None
 
+# %% ../../nbs/05_checkpoint.ipynb #51af2c5f
 OPTIONAL_BUFFERS = ('vq.colors', 'vq.colored', 'vq.idle')  # blueprint colours, dead-code counters: absent from older checkpoints
 
 def load_weights(module: torch.nn.Module,  # receives the weights in place

@@ -218,7 +218,7 @@ class Config:
         "V tokens of an understanding image: the encoder's pooled grid, the R grid whether or not the model uses R."
         return self.rep_grid ** 2
 
-# %% ../../nbs/01_config.ipynb #60e1de4b
+# %% ../../nbs/01_config.ipynb #9bf850fa
 def _check(ok, msg):
     if not ok: raise ValueError(msg)
 
@@ -239,6 +239,7 @@ _CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'text-
             'train.precision': ('auto', 'fp32', 'bf16')}
 _A = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string', tuple: 'a tuple'}
 
+# %% ../../nbs/01_config.ipynb #0741a50e
 def _default(obj, name):
     f = {f.name: f for f in fields(obj)}[name]
     return f.default if f.default is not dataclasses.MISSING else None
@@ -252,6 +253,7 @@ def _finite(v) -> bool:
     "No NaN or inf in a number, or among the numbers of a tuple."
     return all(math.isfinite(x) for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, float))
 
+# %% ../../nbs/01_config.ipynb #b0ac0d97
 def _check_fields(obj, section: str, where: str):
     "Types and ranges of the plain fields of one config section; `where` is its dotted prefix."
     hints = typing.get_type_hints(type(obj))
@@ -268,11 +270,9 @@ def _check_fields(obj, section: str, where: str):
             v = getattr(obj, name)
             _check(ok(v), f'{where}{name}={v!r} must be {text}: set it like {where}{name}={_default(obj, name)!r}')
 
-def validate(cfg: Config) -> Config:
-    "Raise `ValueError` naming the first bad field (type, range, or a combination), and the fix; return `cfg` when all is well."
-    _check(isinstance(cfg.name, str), f'name={cfg.name!r} is not a string')
-    for section in ('data', 'encoder', 'vq', 'mot', 'model', 'flow', 'sample', 'train'):
-        _check_fields(getattr(cfg, section), section, f'{section}.')
+# %% ../../nbs/01_config.ipynb #6ed3fa10
+def _check_stages(cfg: Config):
+    "Each entry of train.stages: a StageConfig with valid fields, at a resolution the data and the grids allow."
     t = cfg.train
     fix = 'change a stage field by field, e.g. train.stages.0.steps=100 (a preset sets the list of stages)'
     _check(isinstance(t.stages, tuple), f'train.stages={t.stages!r} is not a tuple of StageConfig: {fix}')
@@ -293,6 +293,11 @@ def validate(cfg: Config) -> Config:
                             (cfg.model.latent_factor if cfg.model.space == 'latent' else 1))
             _check(s.image_size % cell == 0, f'train.stages.{i}.image_size={s.image_size} is not a multiple of {cell} '
                    '(the encoder cell and the pixel patch): round it to a multiple')
+
+# %% ../../nbs/01_config.ipynb #433ef6bd
+def _check_choices(cfg: Config):
+    "Names from a fixed list, the AdamW betas and the guidance interval."
+    t = cfg.train
     for key, options in _CHOICES.items():
         section, name = key.split('.'); v = getattr(getattr(cfg, section), name)
         _check(v in options, f'{key}={v!r}: use one of {", ".join(options)}')
@@ -301,6 +306,10 @@ def validate(cfg: Config) -> Config:
     gi = cfg.sample.guidance_interval
     _check(len(gi) == 2 and all(isinstance(b, (int, float)) for b in gi) and 0 <= gi[0] <= gi[1] <= 1,
            f'sample.guidance_interval={gi!r} must be (lo, hi) with 0 <= lo <= hi <= 1, e.g. (0.0, 1.0)')
+
+# %% ../../nbs/01_config.ipynb #2c401a77
+def _check_sizes(cfg: Config):
+    "Sizes that must divide: image, patches, pooling, heads."
     d, e, m, f = cfg.data, cfg.encoder, cfg.mot, cfg.flow
     if cfg.model.space == 'latent':
         _check(d.image_size % cfg.model.latent_factor == 0,
@@ -317,6 +326,11 @@ def validate(cfg: Config) -> Config:
     _check(m.head_dim % 2 == 0, f'mot.head_dim={m.head_dim} must be even for RoPE')
     _check(1 <= m.experts_per_token <= m.n_experts,
            f'mot.experts_per_token={m.experts_per_token} must be in [1, mot.n_experts={m.n_experts}]')
+
+# %% ../../nbs/01_config.ipynb #609c7cc2
+def _check_model(cfg: Config):
+    "Codebook size, dropout rates and the options of the model section."
+    m = cfg.mot
     _check(cfg.vq.codebook_size >= 2, f'vq.codebook_size={cfg.vq.codebook_size} must be at least 2')
     for p in ('p_drop_text', 'p_drop_rep', 'rep_to_pixel_noise'):
         v = getattr(cfg.model, p); _check(0 <= v < 1, f'model.{p}={v} must be in [0, 1)')
@@ -325,9 +339,20 @@ def validate(cfg: Config) -> Config:
     _check(cfg.model.repa_depth <= m.depth, f'model.repa_depth={cfg.model.repa_depth} is deeper than mot.depth={m.depth}')
     _check(cfg.model.positions != 'sincos' or m.width % 4 == 0,
            f'mot.width={m.width} must be a multiple of 4 for 2D sin-cos positions (or set model.positions=learned)')
+
+# %% ../../nbs/01_config.ipynb #3376aba9
+def validate(cfg: Config) -> Config:
+    "Raise `ValueError` naming the first bad field (type, range, or a combination), and the fix; return `cfg` when all is well."
+    _check(isinstance(cfg.name, str), f'name={cfg.name!r} is not a string')
+    for section in ('data', 'encoder', 'vq', 'mot', 'model', 'flow', 'sample', 'train'):
+        _check_fields(getattr(cfg, section), section, f'{section}.')
+    _check_stages(cfg)
+    _check_choices(cfg)
+    _check_sizes(cfg)
+    _check_model(cfg)
     return cfg
 
-# %% ../../nbs/01_config.ipynb #2aba0980
+# %% ../../nbs/01_config.ipynb #123f13a0
 def _field_type(obj, name):
     return typing.get_type_hints(type(obj))[name]
 
@@ -342,6 +367,7 @@ def _parse(value: str, typ):
     if typ is str: return value
     return ast.literal_eval(value)  # tuples and the like
 
+# %% ../../nbs/01_config.ipynb #f3272f6f
 def _set(obj, path: list, value, full: str):
     "Return a copy of `obj` with the field at `path` replaced by `value`."
     head, rest = path[0], path[1:]
@@ -361,6 +387,7 @@ def _set(obj, path: list, value, full: str):
             raise ValueError(f'{full}={value!r} is not {_A.get(typ, "valid")}: write it like {full}={_default(obj, head)!r}') from None
     return replace(obj, **{head: value})
 
+# %% ../../nbs/01_config.ipynb #23e8e2ad
 def override(cfg: Config, overrides=None, **kwargs) -> Config:
     "Apply `{'a.b': v}` / `['a.b=v']` / `a__b=v` overrides to a copy of `cfg`, then validate."
     items = []

@@ -72,7 +72,7 @@ class AutoEncoder(nn.Module):
         "Images in about [-1, 1] from normalized latents."
         return self.dec(z * self.scale[:, None, None] + self.shift[:, None, None])
 
-# %% ../../nbs/25_baselines.ipynb #09fd800a
+# %% ../../nbs/25_baselines.ipynb #93f52cc0
 def train_autoencoder(steps: int = 3000, batch_size: int = 64, lr: float = 1e-3, kl_weight: float = 1e-4, seed: int = 0,
                       image_size: int = 32, latent: int = 4, factor: int = 4, width: int = 32, out: str = '',
                       pool: int = 20_000,           # training images, rendered once
@@ -110,6 +110,7 @@ def train_autoencoder(steps: int = 3000, batch_size: int = 64, lr: float = 1e-3,
         save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, out, metadata=meta)
     return result
 
+# %% ../../nbs/25_baselines.ipynb #cd4bd5ca
 def load_autoencoder(model_ae: AutoEncoder, path: str, device='cpu'):
     "Load a stage-0 autoencoder file into `model_ae` (names and shapes checked) and freeze it."
     from rf_ref.data.datasets import find_data_file

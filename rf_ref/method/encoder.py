@@ -198,7 +198,6 @@ class ViTEncoder(nn.Module):
 
     @property
     def n_prefix(self) -> int: return 1 + self.cfg.n_registers  # CLS + registers
-
     def init_weights(self): _init_weights(self)  # DINOv3's; call it again after materializing a meta-device model
 
     def run(self, x, cos, sin, mask=None):  # (b, n, d) sequences -> (b, n, d) output tokens
@@ -281,7 +280,7 @@ def dinov3_name(hf_name: str) -> str | None:
         if re.fullmatch(pattern, hf_name): return re.sub(pattern, ours, hf_name)
     return None
 
-# %% ../../nbs/20_encoder.ipynb #b2779f11
+# %% ../../nbs/20_encoder.ipynb #8999c0f8
 def fold_imagenet_norm(weight: torch.Tensor,  # (d, c*p*p) patch embedding of a pretrained DINOv3
                        bias: torch.Tensor,    # (d,)
                        channels: int,         # c: the first c of the ImageNet mean and std
@@ -293,6 +292,7 @@ def fold_imagenet_norm(weight: torch.Tensor,  # (d, c*p*p) patch embedding of a 
     bias = bias + (w * ((0.5 - mean) / std)[None, :, None]).sum(dim=(1, 2))
     return (w / (2 * std)[None, :, None]).reshape(weight.shape), bias  # (d, c*p*p), (d,)
 
+# %% ../../nbs/20_encoder.ipynb #23c6f1c4
 def load_dinov3_state_dict(model: ViTEncoder,         # built from `encoder_config_from_dinov3(hf_config)`
                            hf_state_dict: dict,       # `DINOv3ViTModel.state_dict()` or its safetensors
                            fold_input_norm: bool = False,  # True: the model takes [-1, 1] images, as RF feeds it

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ..core.config import MoTConfig
 
 # %% auto #0
-__all__ = ['GROUPED_DTYPES', 'IMPLS', 'SwiGLU', 'grouped_mm_unsupported', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
+__all__ = ['GROUPED_DTYPES', 'IMPLS', 'SwiGLU', 'grouped_mm_unsupported', 'route', 'swiglu_loop', 'swiglu_grouped',
+           'choose_expert_path', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
 
 # %% ../../nbs/22_moe.ipynb #dc6188c3
 class SwiGLU(nn.Module):
@@ -26,7 +27,7 @@ class SwiGLU(nn.Module):
         gate, up = self.gate_up(x).chunk(2, dim=-1)  # (..., f) each
         return self.down(F.silu(gate) * up)
 
-# %% ../../nbs/22_moe.ipynb #89aa4e73
+# %% ../../nbs/22_moe.ipynb #2d219fb1
 GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _grouped_mm_runs: dict = {}  # (device type, dtype) -> bool, tried once each
 
@@ -47,6 +48,7 @@ def _grouped_mm_works(device_type: str, dtype: torch.dtype) -> bool:
         _grouped_mm_runs[key] = works
     return _grouped_mm_runs[key]
 
+# %% ../../nbs/22_moe.ipynb #29f4654f
 def grouped_mm_unsupported(x: torch.Tensor,        # (s, d) the tokens
                            gate_up: torch.Tensor,  # (e, 2f, d) stacked expert weights
                            down: torch.Tensor      # (e, d, f)
@@ -69,9 +71,48 @@ def grouped_mm_unsupported(x: torch.Tensor,        # (s, d) the tokens
         return f'torch {torch.__version__} cannot run torch._grouped_mm forward and backward in {dtype} on {device.type}'
     return None
 
-# %% ../../nbs/22_moe.ipynb #e15a3a5c
+# %% ../../nbs/22_moe.ipynb #147ff17b
+def route(logits: torch.Tensor,  # (s, e) router logits
+          top_k: int, norm_topk_prob: bool, n_experts: int) -> tuple:
+    "(weight (s, k), expert (s k,), order, token, counts (e,)): the top-k assignments sorted by expert, and each one's token."
+    weight, expert = logits.float().softmax(dim=-1).topk(top_k, dim=-1)  # (s, k)
+    if norm_topk_prob: weight = weight / weight.sum(-1, keepdim=True)
+    expert = expert.flatten()                               # (s k,)
+    order = expert.argsort(stable=True)                     # assignments grouped by expert
+    token = order // top_k                                  # (s k,) the token of each sorted assignment
+    counts = torch.bincount(expert, minlength=n_experts)       # (e,) s_i
+    return weight, expert, order, token, counts
+
+# %% ../../nbs/22_moe.ipynb #6f2e86ae
+def swiglu_loop(rows, counts, gate_up, down):  # (s k, d) grouped by expert; (e,) s_i; (e, 2f, d); (e, d, f)
+    "Each expert's SwiGLU on its own rows, expert after expert: (s k, d)."
+    outs = []
+    for chunk, w_gate_up, w_down in zip(rows.split(counts.tolist()), gate_up.unbind(0), down.unbind(0)):
+        if len(chunk) == 0: continue                        # chunk (s_i, d)
+        gate, up = F.linear(chunk, w_gate_up).chunk(2, dim=-1)
+        outs.append(F.linear(F.silu(gate) * up, w_down))
+    return torch.cat(outs)
+
+def swiglu_grouped(rows, counts, gate_up, down):  # as `swiglu_loop`
+    "All experts' SwiGLUs as two grouped GEMMs over the groups of rows: (s k, d)."
+    offs = counts.cumsum(0).to(torch.int32)                 # (e,) where each expert's rows end
+    gate, up = torch._grouped_mm(rows, gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)  # (s k, f) each
+    return torch._grouped_mm(F.silu(gate) * up, down.transpose(1, 2), offs=offs)
+
+# %% ../../nbs/22_moe.ipynb #0bb3c38c
 IMPLS = ('auto', 'grouped', 'loop')
 
+def choose_expert_path(impl: str,  # the MoE's `impl`: auto | grouped | loop
+                       x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> str:
+    "'grouped' or 'loop' for `impl` on `x`; raises when `impl='grouped'` cannot run."
+    if impl == 'loop': return 'loop'
+    why = grouped_mm_unsupported(x, gate_up, down)
+    if why is None: return 'grouped'
+    if impl == 'grouped':
+        raise RuntimeError(f"MoE(impl='grouped') cannot run here: {why}; use impl='auto' (falls back to the loop) or 'loop'")
+    return 'loop'
+
+# %% ../../nbs/22_moe.ipynb #f16b6be1
 class MoE(nn.Module):
     "Top-k mixture of SwiGLU experts with a softmax router (Qwen3-MoE); returns (out, router_logits)."
     def __init__(self, width: int, hidden: int,  # d, and f of each expert
@@ -95,45 +136,22 @@ class MoE(nn.Module):
     def expert_path(self, x: torch.Tensor  # (s, d) the tokens `forward` is given
                    ) -> str:
         "'grouped' or 'loop': how `forward` runs the experts on `x`; raises when `impl='grouped'` cannot run."
-        self._check_impl()
-        if self.impl == 'loop': return 'loop'
-        why = grouped_mm_unsupported(x, self.gate_up, self.down)
-        if why is None: return 'grouped'
-        if self.impl == 'grouped':
-            raise RuntimeError(f"MoE(impl='grouped') cannot run here: {why}; use impl='auto' (falls back to the loop) or 'loop'")
-        return 'loop'
+        self._check_impl(); return choose_expert_path(self.impl, x, self.gate_up, self.down)
 
     def forward(self, x):  # x (s, d)
         logits = self.router(x)                                # (s, e)
         if len(x) == 0: return torch.zeros_like(x), logits
-        weight, expert = logits.float().softmax(dim=-1).topk(self.top_k, dim=-1)  # (s, k)
-        if self.norm_topk_prob: weight = weight / weight.sum(-1, keepdim=True)
-        expert = expert.flatten()                               # (s k,)
-        order = expert.argsort(stable=True)                     # assignments grouped by expert
-        token = order // self.top_k                             # (s k,) the token of each sorted assignment
-        counts = torch.bincount(expert, minlength=self.n_experts)  # (e,) s_i
+        weight, expert, order, token, counts = route(logits, self.top_k, self.norm_topk_prob, self.n_experts)
         run = self.grouped_experts if self.expert_path(x) == 'grouped' else self.loop_experts
         y = run(x[token], counts) * weight.flatten()[order, None].to(x.dtype)  # (s k, d)
         return x.new_zeros(x.shape).index_add_(0, token, y), logits
 
-    def loop_experts(self, rows: torch.Tensor,    # (s k, d) the assignments' tokens, grouped by expert
-                     counts: torch.Tensor         # (e,) s_i, rows of each expert
-                    ) -> torch.Tensor:            # (s k, d)
+    def loop_experts(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:  # (s k, d) rows grouped by expert, (e,) s_i
         "Each expert's SwiGLU on its own rows, expert after expert."
-        outs = []
-        for chunk, gate_up, down in zip(rows.split(counts.tolist()), self.gate_up.unbind(0), self.down.unbind(0)):
-            if len(chunk) == 0: continue                        # chunk (s_i, d)
-            gate, up = F.linear(chunk, gate_up).chunk(2, dim=-1)
-            outs.append(F.linear(F.silu(gate) * up, down))
-        return torch.cat(outs)
-
-    def grouped_experts(self, rows: torch.Tensor,  # (s k, d) the assignments' tokens, grouped by expert
-                        counts: torch.Tensor       # (e,) s_i, rows of each expert
-                       ) -> torch.Tensor:          # (s k, d)
+        return swiglu_loop(rows, counts, self.gate_up, self.down)
+    def grouped_experts(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:  # as `loop_experts`
         "All experts' SwiGLUs as two grouped GEMMs over the groups of rows."
-        offs = counts.cumsum(0).to(torch.int32)                 # (e,) where each expert's rows end
-        gate, up = torch._grouped_mm(rows, self.gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)  # (s k, f) each
-        return torch._grouped_mm(F.silu(gate) * up, self.down.transpose(1, 2), offs=offs)
+        return swiglu_grouped(rows, counts, self.gate_up, self.down)
 
 # %% ../../nbs/22_moe.ipynb #bb3388aa
 def load_balancing_loss(router_logits: torch.Tensor,  # (s, e) router logits (layers concatenated)

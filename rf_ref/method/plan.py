@@ -47,7 +47,7 @@ def count_params(cfg: Config) -> dict:  # any preset; nothing is built
                                                                               cfg.model.latent_factor).parameters())
     return {part: v if isinstance(v, tuple) else (v, v) for part, v in out.items()}
 
-# %% ../../nbs/28_plan.ipynb #c3cd0bed
+# %% ../../nbs/28_plan.ipynb #d1eb51eb
 def backbone_floats(cfg: Config) -> float:  # its `mot` section sets the shapes
     "Values one MoT block keeps for backward per token, with a fused attention kernel (no n x n scores kept)."
     m, d = cfg.mot, cfg.mot.width
@@ -68,6 +68,7 @@ def encoder_floats(cfg: Config) -> float:  # its `encoder` section sets the shap
     mlp = (4 if e.gated_mlp else 2) * e.mlp_hidden
     return 11 * e.width + mlp + 4 + e.heads
 
+# %% ../../nbs/28_plan.ipynb #a5d08d55
 def saved_tensor_bytes(fn,                  # runs a forward pass and returns its output
                        exclude=()) -> tuple:  # tensors not to count (the parameters)
     "(bytes of distinct storages autograd keeps for backward while `fn` runs, fn's output)."
@@ -80,6 +81,7 @@ def saved_tensor_bytes(fn,                  # runs a forward pass and returns it
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): out = fn()
     return sum(kept.values()), out
 
+# %% ../../nbs/28_plan.ipynb #194184d6
 def measure_activations(cfg: Config,     # a small config: its backbone and encoder are built and run
                         tokens: int = 256,  # backbone sequence length
                         seed: int = 0) -> dict:  # weights and inputs
@@ -104,7 +106,7 @@ def measure_activations(cfg: Config,     # a small config: its backbone and enco
             'backbone, checkpointed': kept / (4 * tokens * cfg.mot.depth * cfg.mot.width),
             'encoder': encoder / (4 * patches * cfg.encoder.depth * encoder_floats(cfg))}
 
-# %% ../../nbs/28_plan.ipynb #f9cd211f
+# %% ../../nbs/28_plan.ipynb #135255a6
 @dataclass
 class Workload:
     "What one GPU's packed row holds: the token budget and the data mix (the paper gives the budget, not the mix)."
@@ -123,6 +125,7 @@ class Workload:
             raise ValueError(f'workload shares generation={self.generation}, understanding={self.understanding}, '
                              f'text={self.text} must be >= 0 and sum to 1')
 
+# %% ../../nbs/28_plan.ipynb #be8b5901
 def _documents(cfg: Config, w: Workload) -> dict:
     "Per kind of document: its share of the budget and token counts (sequence, LM targets, R, encoder patches)."
     s = w.image_size or cfg.data.image_size
@@ -146,6 +149,7 @@ def _per_row(cfg: Config, w: Workload) -> dict:
         out['key_pairs'] += n * doc['length'] ** 2 / 2  # query-key pairs under the mask: about half of each document
     return out
 
+# %% ../../nbs/28_plan.ipynb #3aa64228
 GB = 1e9
 
 @dataclass
@@ -164,6 +168,7 @@ class Plan:
         skip = 'activations (no checkpointing)' if checkpointing else 'activations (checkpointing)'
         return sum(v for k, v in self.memory.items() if k != skip)
 
+# %% ../../nbs/28_plan.ipynb #a2a1d109
 def _row_flops(cfg: Config, w: Workload, counts: dict, backbone_backward: int = 3) -> float:
     "Training FLOPs of one packed row: 2 per multiply-add forward, x3 with backward (x1 for the no-grad EMA encoder)."
     m, row = cfg.mot, _per_row(cfg, w)
@@ -174,6 +179,7 @@ def _row_flops(cfg: Config, w: Workload, counts: dict, backbone_backward: int = 
     encoder = 2 * counts['encoder'][0]
     return backbone_backward * backbone + 3 * encoder * row['trained_patches'] + encoder * row['ema_patches']
 
+# %% ../../nbs/28_plan.ipynb #30e94038
 def plan(cfg: Config,               # the model and its stages (`get_config('paper')`)
          gpus: int,                  # GPUs in the job
          gpu_memory: float = 80.0,   # GB per GPU (H100: 80)
@@ -208,6 +214,7 @@ def plan(cfg: Config,               # the model and its stages (`get_config('pap
     return Plan(gpus, replicas, gpu_memory, {k: v / GB for k, v in memory.items()},
                 _row_flops(cfg, w, counts) / w.tokens, seconds / 3600, mfu, peak_tflops)
 
+# %% ../../nbs/28_plan.ipynb #1f84369b
 def format_plans(plans: list,                # `plan` results, one column each
                  cfg: Config | None = None  # adds the iteration count to the footnote
                 ) -> str:

@@ -85,7 +85,7 @@ def dino_loss(student: list,            # (b, K) logits of every view, the globa
              for i, q in enumerate(targets) for j, s in enumerate(student) if i != j]
     return torch.stack(terms).mean()
 
-# %% ../../nbs/30_ssl.ipynb #4ff5018a
+# %% ../../nbs/30_ssl.ipynb #b2a206ab
 def _image(item): return item.image if hasattr(item, 'image') else item['image']
 
 def _views(x, cfg, gen, n_local):
@@ -94,6 +94,22 @@ def _views(x, cfg, gen, n_local):
     return ([random_crops(x, s, (0.4, 1.0), gen, flip, 0.4) for _ in range(2)],
             [random_crops(x, local, (0.1, 0.4), gen, flip, 0.4) for _ in range(n_local)])
 
+# %% ../../nbs/30_ssl.ipynb #379d3806
+def _check_ssl_args(steps, batch_size, n_local, prototypes, momentum):
+    "Raise `ValueError` naming the first argument of `pretrain_ssl` out of range."
+    for name, v, low in (('steps', steps, 1), ('batch_size', batch_size, 2), ('n_local', n_local, 0), ('prototypes', prototypes, 2)):
+        if not isinstance(v, int) or v < low: raise ValueError(f'{name}={v!r} must be an integer >= {low}')
+    if not 0 <= momentum <= 1: raise ValueError(f'momentum={momentum} must be in [0, 1], e.g. 0.95')
+
+def _save_teacher(encoder, out, cfg, steps, seed, batch_size):
+    "Save the teacher's encoder as safetensors, with the run's settings as metadata."
+    from safetensors.torch import save_file
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    save_file({k: v.contiguous().cpu() for k, v in encoder.state_dict().items()}, out,
+              metadata={'stage0': 'self-distillation', 'dataset': cfg.data.dataset, 'steps': str(steps), 'seed': str(seed),
+                        'batch_size': str(batch_size), 'preset': cfg.name})
+
+# %% ../../nbs/30_ssl.ipynb #9bb4678b
 def pretrain_ssl(cfg: Config,                # `cfg.encoder` is trained on the train split of `cfg.data`
                  steps: int = 500,           # optimizer steps
                  batch_size: int = 32,       # images per step (each seen as 2 global + `n_local` local views)
@@ -109,9 +125,7 @@ def pretrain_ssl(cfg: Config,                # `cfg.encoder` is trained on the t
                 ) -> dict:                   # {'encoder' (the teacher's, eval mode), 'losses', 'steps', 'seconds'}
     "Stage 0 without labels: DINO-style self-distillation of `cfg.encoder` on any image set."
     from rf_ref.data.datasets import build_dataset
-    for name, v, low in (('steps', steps, 1), ('batch_size', batch_size, 2), ('n_local', n_local, 0), ('prototypes', prototypes, 2)):
-        if not isinstance(v, int) or v < low: raise ValueError(f'{name}={v!r} must be an integer >= {low}')
-    if not 0 <= momentum <= 1: raise ValueError(f'momentum={momentum} must be in [0, 1], e.g. 0.95')
+    _check_ssl_args(steps, batch_size, n_local, prototypes, momentum)
     dev = default_device(device)
     torch.manual_seed(seed); gen = torch.Generator().manual_seed(seed)
     data = build_dataset(cfg.data, 'train')
@@ -131,12 +145,7 @@ def pretrain_ssl(cfg: Config,                # `cfg.encoder` is trained on the t
         losses.append(loss.item())
     encoder = teacher.module.encoder.eval()
     result = {'encoder': encoder, 'losses': losses, 'steps': steps, 'seconds': round(time.time() - t0, 1)}
-    if out:
-        from safetensors.torch import save_file
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        save_file({k: v.contiguous().cpu() for k, v in encoder.state_dict().items()}, out,
-                  metadata={'stage0': 'self-distillation', 'dataset': cfg.data.dataset, 'steps': str(steps), 'seed': str(seed),
-                            'batch_size': str(batch_size), 'preset': cfg.name})
+    if out: _save_teacher(encoder, out, cfg, steps, seed, batch_size)
     return result
 
 # %% ../../nbs/30_ssl.ipynb #6a12bdb8

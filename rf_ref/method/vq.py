@@ -11,8 +11,8 @@ from ..core.config import VQConfig
 
 # %% auto #0
 __all__ = ['nearest_prototype', 'unit_rows', 'sinkhorn', 'assignments', 'codebook_ema_step', 'kmeans_plus_plus', 'random_init',
-           'initial_codebook', 'codebook_stats', 'codebook_step', 'restart_picks', 'restart_step', 'OnlineVQ',
-           'token_map_colors']
+           'initial_codebook', 'codebook_stats', 'codebook_step', 'restart_picks', 'restart_step', 'vq_buffers',
+           'color_step', 'OnlineVQ', 'online_update', 'restart_codes', 'token_map_colors']
 
 # %% ../../nbs/21_vq.ipynb #d8068856
 def _distributed() -> bool: return dist.is_available() and dist.is_initialized()
@@ -181,6 +181,30 @@ def restart_step(codebook: torch.Tensor,  # (k, d) unit prototypes, equal on all
     jitter = torch.randn((rows.numel(), x.shape[1]), generator=g, device=x.device) * (1e-3 / math.sqrt(x.shape[1]))
     return codes, F.normalize(everything[rows] + jitter, dim=-1)
 
+# %% ../../nbs/21_vq.ipynb #be851cc1
+def vq_buffers(k: int, dim: int, channels: int) -> dict:
+    "name -> (tensor, saved in the state dict): the codebook, its usage window and idle counters, and the per-code colours."
+    return {'codebook': (torch.empty(k, dim), True),                              # (k, d)
+            'initialized': (torch.zeros((), dtype=torch.bool), True),
+            'counts': (torch.zeros(k, dtype=torch.long), False),                  # the stats window
+            # what each code looks like, for blueprints: running mean colour of the image regions assigned to it
+            'colors': (torch.zeros(k, channels), True),                           # (k, c) in [0, 1]
+            'colored': (torch.zeros(k, dtype=torch.bool), True),                  # (k,) seen yet
+            'idle': (torch.zeros(k, dtype=torch.long), True)}                     # (k,) steps since its last token
+
+# %% ../../nbs/21_vq.ipynb #c64a43c1
+def color_step(colors: torch.Tensor,   # (k, c) running mean colours
+               colored: torch.Tensor,  # (k,) bool: codes with a colour yet
+               ids: torch.Tensor, rgb: torch.Tensor, momentum: float) -> tuple:  # as `OnlineVQ.update_colors`
+    "The new (k, c) colours and the (k,) codes this batch saw (sums and counts all-reduced under data parallelism)."
+    ids, rgb = ids.reshape(-1), rgb.reshape(-1, colors.shape[1]).float()
+    sums = _all_reduce(torch.zeros_like(colors).index_add_(0, ids, rgb))                # (k, c)
+    counts = _all_reduce(torch.bincount(ids, minlength=colors.shape[0]).float())                      # (k,)
+    seen = counts > 0
+    mean = sums / counts.clamp(min=1)[:, None]
+    rate = torch.where(colored, 1 - momentum, 1.0)[:, None]
+    return torch.where(seen[:, None], colors + rate * (mean - colors), colors), seen
+
 # %% ../../nbs/21_vq.ipynb #a70c92c4
 class OnlineVQ(nn.Module):
     "A K-prototype codebook on the unit sphere: cosine-nearest tokens, Sinkhorn-balanced EMA updates."
@@ -191,34 +215,20 @@ class OnlineVQ(nn.Module):
         super().__init__()
         if cfg.init not in ('kmeans++', 'random'): raise ValueError(f"VQConfig.init={cfg.init!r}: use 'kmeans++' or 'random'")
         self.cfg, self.dim, self.k, self.soft, self.seed = cfg, dim, cfg.codebook_size, soft, seed
-        self.register_buffer('codebook', torch.empty(self.k, dim))                               # (k, d)
-        self.register_buffer('initialized', torch.zeros((), dtype=torch.bool))
-        self.register_buffer('counts', torch.zeros(self.k, dtype=torch.long), persistent=False)  # the stats window
-        # what each code looks like, for blueprints: running mean colour of the image regions assigned to it
-        self.register_buffer('colors', torch.zeros(self.k, channels))                            # (k, c) in [0, 1]
-        self.register_buffer('colored', torch.zeros(self.k, dtype=torch.bool))                   # (k,) seen yet
-        self.register_buffer('idle', torch.zeros(self.k, dtype=torch.long))                      # (k,) steps since its last token
+        for name, (t, persistent) in vq_buffers(self.k, dim, channels).items(): self.register_buffer(name, t, persistent=persistent)
         self.reset_parameters()
 
     def reset_parameters(self):
         "Random unit prototypes until `update` seeds them from data."
         self.codebook.copy_(F.normalize(torch.randn_like(self.codebook), dim=-1))
         self.initialized.fill_(False); self.counts.zero_(); self.colors.zero_(); self.colored.fill_(False); self.idle.zero_()
-
     @torch.no_grad()
     def update_colors(self, ids: torch.Tensor,     # (...) code ids
                       rgb: torch.Tensor,           # (..., c) mean colour in [0, 1] of each id's image region
                       momentum: float = 0.99):     # a code's first colour is taken as is, then averaged
         "Keep each code's running mean colour (all-reduced under data parallelism)."
-        ids, rgb = ids.reshape(-1), rgb.reshape(-1, self.colors.shape[1]).float()
-        sums = _all_reduce(torch.zeros_like(self.colors).index_add_(0, ids, rgb))                # (k, c)
-        counts = _all_reduce(torch.bincount(ids, minlength=self.k).float())                      # (k,)
-        seen = counts > 0
-        mean = sums / counts.clamp(min=1)[:, None]
-        rate = torch.where(self.colored, 1 - momentum, 1.0)[:, None]
-        self.colors.copy_(torch.where(seen[:, None], self.colors + rate * (mean - self.colors), self.colors))
-        self.colored |= seen
-
+        colors, seen = color_step(self.colors, self.colored, ids, rgb, momentum)
+        self.colors.copy_(colors); self.colored |= seen
     @torch.no_grad()
     def forward(self, features):  # (..., d) -> (...) long ids; pure
         return nearest_prototype(unit_rows(features, self.dim), self.codebook).reshape(features.shape[:-1])
@@ -230,27 +240,37 @@ class OnlineVQ(nn.Module):
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> dict:
         "Seed the codebook on the first call, then one step on the global batch (and restarts); the batch's usage and perplexity."
-        if self.codebook.dtype != torch.float32:
-            raise ValueError(f'the OnlineVQ codebook is {self.codebook.dtype}: keep the VQ module in float32 (EMA steps vanish in low precision)')
-        x = unit_rows(features, self.dim)                                                # (n, d)
-        if not self.initialized:
-            seeds = initial_codebook(x, self.k, self.cfg.init, self.seed)
-            if seeds is None: return codebook_stats(torch.zeros_like(self.counts))
-            self.codebook.copy_(seeds); self.initialized.fill_(True)
-        codebook, counts = codebook_step(self.codebook, x, self.cfg, self.soft)
-        self.codebook.copy_(codebook); self.counts += counts
-        self.idle.copy_(torch.where(counts > 0, 0, self.idle + 1))                               # counts are global: equal on all ranks
-        stats = codebook_stats(counts)
-        if self.cfg.restart_after: stats['restarts'] = self.restart(x, self.idle >= self.cfg.restart_after)
-        return stats
-
+        return online_update(self, features)
     @torch.no_grad()
     def restart(self, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:  # this rank's (n, d) unit features; (k,) bool
         "Re-seed the `dead` codes from the global batch (`restart_step`), with fresh counters and colours; how many."
-        if not bool(dead.any()): return torch.zeros((), dtype=torch.long, device=x.device)  # a sync per step, with restarts on
-        codes, seeds = restart_step(self.codebook, x, dead, self.seed + int(self.idle.sum()))  # seeded by saved state
-        self.codebook[codes] = seeds; self.idle[codes] = 0; self.colors[codes] = 0; self.colored[codes] = False
-        return torch.tensor(codes.numel(), device=x.device)
+        return restart_codes(self, x, dead)
+
+# %% ../../nbs/21_vq.ipynb #fc325f62
+@torch.no_grad()
+def online_update(vq: OnlineVQ, features: torch.Tensor) -> dict:
+    "`OnlineVQ.update`: seed `vq`'s codebook on the first call, then one step on the global batch (and restarts)."
+    if vq.codebook.dtype != torch.float32:
+        raise ValueError(f'the OnlineVQ codebook is {vq.codebook.dtype}: keep the VQ module in float32 (EMA steps vanish in low precision)')
+    x = unit_rows(features, vq.dim)                                                # (n, d)
+    if not vq.initialized:
+        seeds = initial_codebook(x, vq.k, vq.cfg.init, vq.seed)
+        if seeds is None: return codebook_stats(torch.zeros_like(vq.counts))
+        vq.codebook.copy_(seeds); vq.initialized.fill_(True)
+    codebook, counts = codebook_step(vq.codebook, x, vq.cfg, vq.soft)
+    vq.codebook.copy_(codebook); vq.counts += counts
+    vq.idle.copy_(torch.where(counts > 0, 0, vq.idle + 1))                               # counts are global: equal on all ranks
+    stats = codebook_stats(counts)
+    if vq.cfg.restart_after: stats['restarts'] = vq.restart(x, vq.idle >= vq.cfg.restart_after)
+    return stats
+
+@torch.no_grad()
+def restart_codes(vq: OnlineVQ, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    "`OnlineVQ.restart`: re-seed `vq`'s `dead` codes with fresh counters and colours; how many."
+    if not bool(dead.any()): return torch.zeros((), dtype=torch.long, device=x.device)  # a sync per step, with restarts on
+    codes, seeds = restart_step(vq.codebook, x, dead, vq.seed + int(vq.idle.sum()))  # seeded by saved state
+    vq.codebook[codes] = seeds; vq.idle[codes] = 0; vq.colors[codes] = 0; vq.colored[codes] = False
+    return torch.tensor(codes.numel(), device=x.device)
 
 # %% ../../nbs/21_vq.ipynb #98ee5b83
 def token_map_colors(ids: torch.Tensor,  # (h, w) token ids (any shape works)
