@@ -14,7 +14,7 @@ from .core.presets import PRESETS
 __all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
            'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
            'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'sample_overrides', 'cmd_eval', 'cmd_train_judge',
-           'cmd_ablate', 'cmd_demo', 'build_parser', 'main']
+           'cmd_ablate', 'cmd_demo', 'cmd_curve', 'cmd_digits_curve', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -31,6 +31,7 @@ def at_least(low: int):
     return parse
 
 positive = at_least(1)
+_THREADS = 'torch CPU threads (0: torch default; 1 is fastest on a busy machine)'
 
 def finite_float(text: str) -> float:
     "argparse type: a number, neither NaN nor infinite (every float flag uses this or `positive_float`)."
@@ -63,9 +64,20 @@ def cmd_presets(args):
         print(f'{name:14s} data={c.data.dataset}@{c.data.image_size}px  mot={c.mot.width}x{c.mot.depth} '
               f'experts={c.mot.n_experts}  K={c.vq.codebook_size}  tokens: R={c.n_rep_tokens} P={c.n_pixel_tokens}')
 
+def _parse_presets(sub):
+    "The `rf-ref presets` subcommand and its arguments."
+    p = sub.add_parser('presets', help='list the named presets'); p.set_defaults(fn=cmd_presets)
+
 def cmd_config(args):
     "Print a preset's resolved config (with overrides) as JSON."
     print(json.dumps(config_to_dict(get_config(args.preset, args.overrides)), indent=1))
+
+def _parse_config(sub):
+    "The `rf-ref config` subcommand and its arguments."
+    p = sub.add_parser('config', help="print a preset's resolved config")
+    p.add_argument('--preset', default='shapes-tiny', help=f'one of: {", ".join(PRESETS)}')
+    p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. mot.width=256 train.stages.0.steps=100')
+    p.set_defaults(fn=cmd_config)
 
 def gpu_counts(text: str) -> list:
     "argparse type: one GPU count or a comma-separated list of them, e.g. 8,64,256."
@@ -80,11 +92,36 @@ def cmd_plan(args):
     work = Workload(tokens=args.tokens, generation=args.generation, understanding=args.understanding, text=args.text)
     print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
 
+# %% ../nbs/90_cli.ipynb #a0008e40
+def _parse_plan(sub):
+    "The `rf-ref plan` subcommand and its arguments."
+    p = sub.add_parser('plan', help='memory per GPU, FLOPs per token and training time of a preset under FSDP2')
+    p.add_argument('--preset', default='paper', help=f'one of: {", ".join(PRESETS)}')
+    p.add_argument('--gpus', type=gpu_counts, default=[8, 64, 256], help='GPU counts, comma-separated (default 8,64,256)')
+    p.add_argument('--gpu-memory', type=positive_float, default=80.0, help='GB per GPU (default 80)')
+    p.add_argument('--replicas', type=positive, default=1, help='HSDP: replicate across this many groups, shard within (default 1)')
+    p.add_argument('--mfu', type=positive_float, default=0.4, help='model FLOPs utilization assumed for the time (default 0.4)')
+    p.add_argument('--peak-tflops', type=positive_float, default=989.0, help='bf16 dense peak per GPU (default 989, H100 SXM)')
+    p.add_argument('--tokens', type=positive, default=32_768, help='tokens per packed row, one row per GPU per step')
+    p.add_argument('--generation', type=finite_float, default=0.6, help='share of the budget in text-to-image documents')
+    p.add_argument('--understanding', type=finite_float, default=0.2, help='share in image-to-text documents')
+    p.add_argument('--text', type=finite_float, default=0.2, help='share in pure-text documents')
+    p.add_argument('overrides', nargs='*', help='key=value overrides of the preset')
+    p.set_defaults(fn=cmd_plan)
+
 # %% ../nbs/90_cli.ipynb #ea840350
 def cmd_preview(args):
     from rf_ref.data.images import preview_data
     writable(args.out, '--out', folder=True)
     for p in preview_data(args.out, args.image_size, args.n, args.seed, args.cifar10, args.imagenet64): print(f'wrote {p}')
+
+def _parse_preview(sub):
+    "The `rf-ref preview` subcommand and its arguments."
+    p = sub.add_parser('preview', help='save captioned grids of the offline data sets')
+    p.add_argument('--out', default='outputs/preview'); p.add_argument('--image-size', type=positive, default=32)
+    p.add_argument('--n', type=positive, default=16); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--cifar10', default='', help='local CIFAR-10 root to include'); p.add_argument('--imagenet64', default='', help='local ImageNet-64 folder to include')
+    p.set_defaults(fn=cmd_preview)
 
 # %% ../nbs/90_cli.ipynb #59f36992
 def _train_distributed(args):
@@ -120,6 +157,28 @@ def cmd_train(args):
     fig = plot_history(tr.history, title=tr.cfg.name); fig.savefig(os.path.join(tr.out_dir, 'losses.png'), dpi=120)
     print(f'checkpoints: {os.path.join(tr.out_dir, "ckpt")}   losses: {os.path.join(tr.out_dir, "losses.png")}')
 
+# %% ../nbs/90_cli.ipynb #658fa32f
+def _parse_train(sub):
+    "The `rf-ref train` subcommand and its arguments."
+    p = sub.add_parser('train', help='train a preset, or resume a run (under torchrun: sharded over the ranks)')
+    p.add_argument('--preset', default=None, help=f'one of: {", ".join(PRESETS)} (default shapes-tiny)')
+    p.add_argument('--out', default='', help='run folder (default: train.out_dir of the preset; with --resume, the resumed run\'s)')
+    p.add_argument('--resume', default='', help='run to continue from its newest intact checkpoint: the run folder, its ckpt/, or one checkpoint')
+    p.add_argument('--steps', type=positive, default=None, help='train this many steps (default: to the end of the stages)')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present; under torchrun each '
+                   'rank takes cuda:LOCAL_RANK)')
+    p.add_argument('--workers', type=at_least(0), default=0, help='data loader workers')
+    p.add_argument('--distributed', action='store_true', help='train sharded with FSDP2 even in one process (under torchrun '
+                   'this is the path taken; a run with sharded checkpoints resumes on it too)')
+    p.add_argument('--ac', choices=('none', 'full', 'selective'), default=None,
+                   help='distributed: activation checkpointing of each block (default none; the paper preset needs full)')
+    p.add_argument('--replicas', type=positive, default=None, help='distributed: HSDP, R replicas each sharded over world / R '
+                   'ranks, e.g. one per node (default 1: full sharding)')
+    p.add_argument('--no-export', action='store_true', help='distributed: skip writing <run>/export, the whole weights for '
+                   'sampling, at the end (at the paper\'s size, export later on a machine with the memory)')
+    p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')
+    p.set_defaults(fn=cmd_train)
+
 def cmd_pretrain_encoder(args):
     "Stage 0 at toy scale: pretrain the small encoder on Shapes patch labels."
     from rf_ref.method.pretrain import pretrain_encoder
@@ -128,6 +187,16 @@ def cmd_pretrain_encoder(args):
     res = pretrain_encoder(cfg, args.steps, args.batch_size, args.lr, args.out, args.seed, args.device)
     print(f"patch accuracy {res['patch_accuracy']:.4f} after {args.steps} steps; wrote {args.out}")
 
+def _parse_pretrain_encoder(sub):
+    "The `rf-ref pretrain-encoder` subcommand and its arguments."
+    p = sub.add_parser('pretrain-encoder', help='stage 0 at toy scale: pretrain the small encoder on Shapes')
+    p.add_argument('--preset', default='shapes-tiny'); p.add_argument('--out', required=True)
+    p.add_argument('--steps', type=positive, default=400); p.add_argument('--batch-size', type=positive, default=64)
+    p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
+    p.set_defaults(fn=cmd_pretrain_encoder)
+
+# %% ../nbs/90_cli.ipynb #a93c8575
 def cmd_pretrain_ssl(args):
     "Stage 0 without labels on any image set: self-distillation of the preset's encoder (see the ssl notebook)."
     from rf_ref.method.ssl import pretrain_ssl, linear_probe
@@ -145,6 +214,17 @@ def cmd_pretrain_ssl(args):
         line += f"; linear probe on {args.probe} labelled training images: test accuracy {acc:.4f}"
     print(line)
 
+def _parse_pretrain_ssl(sub):
+    "The `rf-ref pretrain-ssl` subcommand and its arguments."
+    p = sub.add_parser('pretrain-ssl', help='stage 0 without labels on any image set: DINO-style self-distillation of the encoder')
+    p.add_argument('--preset', default='digits', help=f'one of: {", ".join(PRESETS)}'); p.add_argument('--out', required=True)
+    p.add_argument('--steps', type=positive, default=500); p.add_argument('--batch-size', type=positive, default=32)
+    p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--probe', type=at_least(0), default=0, metavar='N',
+                   help='then score a linear probe trained on N labelled images (digits, cifar10, imagenet64); 0: skip')
+    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
+    p.set_defaults(fn=cmd_pretrain_ssl)
+
 def cmd_pretrain_autoencoder(args):
     "Stage 0 for the latent-space rows: train the small VAE on Shapes, report its reconstruction."
     from rf_ref.method.baselines import train_autoencoder
@@ -152,6 +232,16 @@ def cmd_pretrain_autoencoder(args):
     res = train_autoencoder(args.steps, args.batch_size, args.lr, args.kl_weight, args.seed, out=args.out, device=args.device)
     print(f"reconstruction of 1,000 test images: MSE {res['mse']:.5f} (pixels in [-1, 1]), PSNR {res['psnr']:.2f} dB; "
           f"wrote {args.out}")
+
+# %% ../nbs/90_cli.ipynb #38d722a7
+def _parse_pretrain_autoencoder(sub):
+    "The `rf-ref pretrain-autoencoder` subcommand and its arguments."
+    p = sub.add_parser('pretrain-autoencoder', help='stage 0 for latent space: train the small VAE on Shapes')
+    p.add_argument('--out', required=True); p.add_argument('--steps', type=positive, default=3000)
+    p.add_argument('--batch-size', type=positive, default=64); p.add_argument('--lr', type=positive_float, default=1e-3)
+    p.add_argument('--kl-weight', type=finite_float, default=1e-4); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None)
+    p.set_defaults(fn=cmd_pretrain_autoencoder)
 
 # %% ../nbs/90_cli.ipynb #e2ab3593
 def cmd_sample(args):
@@ -174,6 +264,17 @@ def cmd_sample(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
 
+def _parse_sample(sub):
+    "The `rf-ref sample` subcommand and its arguments."
+    p = sub.add_parser('sample', help='generate images for prompts from a checkpoint')
+    p.add_argument('--ckpt', required=True, help='checkpoint folder (a run\'s ckpt/, or data/rf_shapes-tiny)')
+    p.add_argument('--prompt', action='append', required=True, help='a caption; repeat for several')
+    p.add_argument('--n', type=positive, default=4, help='images per prompt'); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--w-rep', type=finite_float, default=None); p.add_argument('--w-pix', type=finite_float, default=None)
+    p.add_argument('--sample-steps', type=positive, default=None); p.add_argument('--device', default=None)
+    p.add_argument('--out', default='outputs/samples.png')
+    p.set_defaults(fn=cmd_sample)
+
 # %% ../nbs/90_cli.ipynb #353e8a7b
 def plan_sizes(text: str) -> dict:
     "argparse type of `eval --plan`: FIT,TEST,PROMPTS,IMAGES, e.g. 1500,500,25,2 (keywords of `plan_eval.plan_report`)."
@@ -192,6 +293,7 @@ def sample_overrides(items) -> dict:  # ['top_k=0', 'sample.w_rep=1', ...] -> {'
         out[key] = value
     return out
 
+# %% ../nbs/90_cli.ipynb #0eacb388
 def cmd_eval(args):
     "ShapesEval (+ understanding, + FID) of a checkpoint or a baseline, written as a JSON report."
     import torch, matplotlib; matplotlib.use('Agg')
@@ -225,129 +327,9 @@ def cmd_eval(args):
     if args.plots:
         for p in save_eval_plots(report, model, args.plots, judge): print(f'wrote {p}')
 
-def cmd_train_judge(args):
-    "Train the ShapesEval judge, measure it, write its weights and a JSON record next to them."
-    import torch
-    from rf_ref.evaluation.judge import JudgeConfig, default_judge_path, train_and_save_judge, format_judge_table
-    out = writable(args.out or str(default_judge_path()), '--out')
-    if args.threads: torch.set_num_threads(args.threads)
-    record = train_and_save_judge(out, args.steps, args.batch_size, args.lr, args.seed, args.width or JudgeConfig.width,
-                                  args.eval_per_category)
-    print(format_judge_table(record['accuracy']))
-    print(f"wrote {out} and {os.path.splitext(out)[0]}.json ({record['train_seconds']:.0f} s of training)")
-
-# %% ../nbs/90_cli.ipynb #68169052
-def _scores_line(m: dict) -> str:
-    se, und = m['shapeseval'], m['understanding']
-    return (f"  ShapesEval overall {se['overall']:.3f} [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]: "
-            + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items())
-            + f"\n  understanding {und['overall']:.3f}: " + '  '.join(f'{k} {v:.2f}' for k, v in und['per_type'].items()))
-
-def cmd_ablate(args):
-    "Train and score the rows of Table 3 on one budget over seeds; write the table (see the ablations notebook)."
-    from rf_ref.experiments.ablate import ablate, format_ablation, ROWS
-    writable(args.out, '--out', folder=True)
-    rows = tuple(r.strip() for r in args.rows.split(',') if r.strip()) if args.rows else tuple(ROWS)
-    bad = [r for r in rows if r not in ROWS]
-    if bad: raise ValueError(f'--rows: unknown row {bad[0]!r}; valid rows: {", ".join(ROWS)}')
-    table = ablate(args.out, rows, args.seeds, args.budget, args.steps, args.prompts, args.images, args.scenes, args.preset,
-                   tuple(args.overrides), args.jobs, args.device)
-    print(format_ablation(table) + f'\nwritten to {args.out}/: ablation.json, ablation.md, ablation.png')
-
-def cmd_demo(args):
-    "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
-    from rf_ref.experiments.demo import run_demo
-    from rf_ref.evaluation.plan_eval import plan_summary
-    writable(args.out, '--out', folder=True)
-    m = run_demo(args.out, args.preset, args.device, args.steps, args.overrides, args.eval_prompts,
-                 max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny',
-                 plan_prompts=args.plan_prompts)
-    print(f"\n== fresh run: {m['preset']} on {m['device']}, {m['steps']} steps in {m['train_seconds']:.0f} s"
-          + (f" (STOPPED EARLY by the {args.max_minutes:g}-minute safety cap; {m['planned_steps']} planned)" if m['stopped_early'] else ''))
-    print(_scores_line(m) + (f"\n{plan_summary(m['plan'])}" if 'plan' in m else ''))
-    if 'shipped' in m:
-        print(f"== shipped checkpoint {m['shipped']['path']} ({m['shipped']['steps']} steps)")
-        print(_scores_line(m['shipped']) + (f"\n{plan_summary(m['shipped']['plan'])}" if 'plan' in m['shipped'] else ''))
-    files = ['samples.png', 'judged.png', 'shapeseval.png', 'losses.png'] + \
-            (['samples_shipped.png', 'judged_shipped.png', 'shapeseval_shipped.png'] if 'shipped' in m else []) + ['metrics.json', 'report.md']
-    print(f'== pictures and numbers in {args.out}/: ' + ', '.join(files))
-
-# %% ../nbs/90_cli.ipynb #05b2f1e0
-_THREADS = 'torch CPU threads (0: torch default; 1 is fastest on a busy machine)'
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = Parser(prog='rf-ref', description='Representation Forcing reference implementation.')
-    ap.add_argument('--debug', action='store_true', help='on an error, show the full traceback (accepted anywhere on the line)')
-    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    p = sub.add_parser('presets', help='list the named presets'); p.set_defaults(fn=cmd_presets)
-    p = sub.add_parser('config', help="print a preset's resolved config")
-    p.add_argument('--preset', default='shapes-tiny', help=f'one of: {", ".join(PRESETS)}')
-    p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. mot.width=256 train.stages.0.steps=100')
-    p.set_defaults(fn=cmd_config)
-    p = sub.add_parser('plan', help='memory per GPU, FLOPs per token and training time of a preset under FSDP2')
-    p.add_argument('--preset', default='paper', help=f'one of: {", ".join(PRESETS)}')
-    p.add_argument('--gpus', type=gpu_counts, default=[8, 64, 256], help='GPU counts, comma-separated (default 8,64,256)')
-    p.add_argument('--gpu-memory', type=positive_float, default=80.0, help='GB per GPU (default 80)')
-    p.add_argument('--replicas', type=positive, default=1, help='HSDP: replicate across this many groups, shard within (default 1)')
-    p.add_argument('--mfu', type=positive_float, default=0.4, help='model FLOPs utilization assumed for the time (default 0.4)')
-    p.add_argument('--peak-tflops', type=positive_float, default=989.0, help='bf16 dense peak per GPU (default 989, H100 SXM)')
-    p.add_argument('--tokens', type=positive, default=32_768, help='tokens per packed row, one row per GPU per step')
-    p.add_argument('--generation', type=finite_float, default=0.6, help='share of the budget in text-to-image documents')
-    p.add_argument('--understanding', type=finite_float, default=0.2, help='share in image-to-text documents')
-    p.add_argument('--text', type=finite_float, default=0.2, help='share in pure-text documents')
-    p.add_argument('overrides', nargs='*', help='key=value overrides of the preset')
-    p.set_defaults(fn=cmd_plan)
-    p = sub.add_parser('preview', help='save captioned grids of the offline data sets')
-    p.add_argument('--out', default='outputs/preview'); p.add_argument('--image-size', type=positive, default=32)
-    p.add_argument('--n', type=positive, default=16); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--cifar10', default='', help='local CIFAR-10 root to include'); p.add_argument('--imagenet64', default='', help='local ImageNet-64 folder to include')
-    p.set_defaults(fn=cmd_preview)
-    p = sub.add_parser('train', help='train a preset, or resume a run (under torchrun: sharded over the ranks)')
-    p.add_argument('--preset', default=None, help=f'one of: {", ".join(PRESETS)} (default shapes-tiny)')
-    p.add_argument('--out', default='', help='run folder (default: train.out_dir of the preset; with --resume, the resumed run\'s)')
-    p.add_argument('--resume', default='', help='run to continue from its newest intact checkpoint: the run folder, its ckpt/, or one checkpoint')
-    p.add_argument('--steps', type=positive, default=None, help='train this many steps (default: to the end of the stages)')
-    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present; under torchrun each '
-                   'rank takes cuda:LOCAL_RANK)')
-    p.add_argument('--workers', type=at_least(0), default=0, help='data loader workers')
-    p.add_argument('--distributed', action='store_true', help='train sharded with FSDP2 even in one process (under torchrun '
-                   'this is the path taken; a run with sharded checkpoints resumes on it too)')
-    p.add_argument('--ac', choices=('none', 'full', 'selective'), default=None,
-                   help='distributed: activation checkpointing of each block (default none; the paper preset needs full)')
-    p.add_argument('--replicas', type=positive, default=None, help='distributed: HSDP, R replicas each sharded over world / R '
-                   'ranks, e.g. one per node (default 1: full sharding)')
-    p.add_argument('--no-export', action='store_true', help='distributed: skip writing <run>/export, the whole weights for '
-                   'sampling, at the end (at the paper\'s size, export later on a machine with the memory)')
-    p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')
-    p.set_defaults(fn=cmd_train)
-    p = sub.add_parser('pretrain-encoder', help='stage 0 at toy scale: pretrain the small encoder on Shapes')
-    p.add_argument('--preset', default='shapes-tiny'); p.add_argument('--out', required=True)
-    p.add_argument('--steps', type=positive, default=400); p.add_argument('--batch-size', type=positive, default=64)
-    p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
-    p.set_defaults(fn=cmd_pretrain_encoder)
-    p = sub.add_parser('pretrain-ssl', help='stage 0 without labels on any image set: DINO-style self-distillation of the encoder')
-    p.add_argument('--preset', default='digits', help=f'one of: {", ".join(PRESETS)}'); p.add_argument('--out', required=True)
-    p.add_argument('--steps', type=positive, default=500); p.add_argument('--batch-size', type=positive, default=32)
-    p.add_argument('--lr', type=positive_float, default=2e-3); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--probe', type=at_least(0), default=0, metavar='N',
-                   help='then score a linear probe trained on N labelled images (digits, cifar10, imagenet64); 0: skip')
-    p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
-    p.set_defaults(fn=cmd_pretrain_ssl)
-    p = sub.add_parser('pretrain-autoencoder', help='stage 0 for latent space: train the small VAE on Shapes')
-    p.add_argument('--out', required=True); p.add_argument('--steps', type=positive, default=3000)
-    p.add_argument('--batch-size', type=positive, default=64); p.add_argument('--lr', type=positive_float, default=1e-3)
-    p.add_argument('--kl-weight', type=finite_float, default=1e-4); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default=None)
-    p.set_defaults(fn=cmd_pretrain_autoencoder)
-    p = sub.add_parser('sample', help='generate images for prompts from a checkpoint')
-    p.add_argument('--ckpt', required=True, help='checkpoint folder (a run\'s ckpt/, or data/rf_shapes-tiny)')
-    p.add_argument('--prompt', action='append', required=True, help='a caption; repeat for several')
-    p.add_argument('--n', type=positive, default=4, help='images per prompt'); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--w-rep', type=finite_float, default=None); p.add_argument('--w-pix', type=finite_float, default=None)
-    p.add_argument('--sample-steps', type=positive, default=None); p.add_argument('--device', default=None)
-    p.add_argument('--out', default='outputs/samples.png')
-    p.set_defaults(fn=cmd_sample)
+# %% ../nbs/90_cli.ipynb #3b2a92f8
+def _parse_eval(sub):
+    "The `rf-ref eval` subcommand and its arguments."
     p = sub.add_parser('eval', help='ShapesEval + understanding + FID of a checkpoint or a baseline; writes JSON',
                        description='ShapesEval (GenEval categories, judged), understanding accuracy and FID of a model or a '
                        'baseline; writes JSON.', epilog='The judge itself is trained by `rf-ref train-judge` (see its --help).')
@@ -372,6 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help='also the plan diagnostics: the R-code probe on FIT + TEST renders, and sampled, oracle-plan and '
                    'plan-only ShapesEval on PROMPTS x IMAGES per category (default 1500,500,25,2: about a minute on a CPU)')
     p.set_defaults(fn=cmd_eval)
+
+def cmd_train_judge(args):
+    "Train the ShapesEval judge, measure it, write its weights and a JSON record next to them."
+    import torch
+    from rf_ref.evaluation.judge import JudgeConfig, default_judge_path, train_and_save_judge, format_judge_table
+    out = writable(args.out or str(default_judge_path()), '--out')
+    if args.threads: torch.set_num_threads(args.threads)
+    record = train_and_save_judge(out, args.steps, args.batch_size, args.lr, args.seed, args.width or JudgeConfig.width,
+                                  args.eval_per_category)
+    print(format_judge_table(record['accuracy']))
+    print(f"wrote {out} and {os.path.splitext(out)[0]}.json ({record['train_seconds']:.0f} s of training)")
+
+# %% ../nbs/90_cli.ipynb #fc1ba2b6
+def _parse_train_judge(sub):
+    "The `rf-ref train-judge` subcommand and its arguments."
     p = sub.add_parser('train-judge', help='train the ShapesEval judge, measure it, write its weights and a JSON record',
                        description='Train the judge, measure it, write the weights and a JSON record next to them.')
     p.add_argument('--out', default='', help='weights file (.safetensors, default: the shipped data/judge.safetensors); '
@@ -382,6 +379,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--eval-per-category', type=positive, default=1000, help='fresh test renders per category for the accuracy table')
     p.add_argument('--threads', type=at_least(0), default=0, help=_THREADS)
     p.set_defaults(fn=cmd_train_judge)
+
+# %% ../nbs/90_cli.ipynb #68169052
+def _scores_line(m: dict) -> str:
+    se, und = m['shapeseval'], m['understanding']
+    return (f"  ShapesEval overall {se['overall']:.3f} [{se['overall_ci'][0]:.3f}, {se['overall_ci'][1]:.3f}]: "
+            + '  '.join(f'{k} {v:.2f}' for k, v in se['scores'].items())
+            + f"\n  understanding {und['overall']:.3f}: " + '  '.join(f'{k} {v:.2f}' for k, v in und['per_type'].items()))
+
+def cmd_ablate(args):
+    "Train and score the rows of Table 3 on one budget over seeds; write the table (see the ablations notebook)."
+    from rf_ref.experiments.ablate import ablate, format_ablation, ROWS
+    writable(args.out, '--out', folder=True)
+    rows = tuple(r.strip() for r in args.rows.split(',') if r.strip()) if args.rows else tuple(ROWS)
+    bad = [r for r in rows if r not in ROWS]
+    if bad: raise ValueError(f'--rows: unknown row {bad[0]!r}; valid rows: {", ".join(ROWS)}')
+    table = ablate(args.out, rows, args.seeds, args.budget, args.steps, args.prompts, args.images, args.scenes, args.preset,
+                   tuple(args.overrides), args.jobs, args.device)
+    print(format_ablation(table) + f'\nwritten to {args.out}/: ablation.json, ablation.md, ablation.png')
+
+def _parse_ablate(sub):
+    "The `rf-ref ablate` subcommand and its arguments."
     p = sub.add_parser('ablate', help="train and score the paper's Table 3 rows on one budget, over seeds",
                        description='Trains every row (pixel, rf, repa, continuous, codebook-x2, encoder-random, vae, vae-rf) of the '
                        "preset on one budget, per seed; scores ShapesEval, understanding and FID; writes ablation.json, "
@@ -397,6 +415,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--jobs', type=positive, default=1, help='cells trained at once, each in its own process')
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*', help='key=value overrides for every row')
     p.set_defaults(fn=cmd_ablate)
+
+# %% ../nbs/90_cli.ipynb #4a4e4823
+def cmd_demo(args):
+    "Train, sample and evaluate the demo preset, then the shipped checkpoint; print a summary."
+    from rf_ref.experiments.demo import run_demo
+    from rf_ref.evaluation.plan_eval import plan_summary
+    writable(args.out, '--out', folder=True)
+    m = run_demo(args.out, args.preset, args.device, args.steps, args.overrides, args.eval_prompts,
+                 max_minutes=args.max_minutes, shipped=None if args.no_shipped else 'rf_shapes-tiny',
+                 plan_prompts=args.plan_prompts)
+    print(f"\n== fresh run: {m['preset']} on {m['device']}, {m['steps']} steps in {m['train_seconds']:.0f} s"
+          + (f" (STOPPED EARLY by the {args.max_minutes:g}-minute safety cap; {m['planned_steps']} planned)" if m['stopped_early'] else ''))
+    print(_scores_line(m) + (f"\n{plan_summary(m['plan'])}" if 'plan' in m else ''))
+    if 'shipped' in m:
+        print(f"== shipped checkpoint {m['shipped']['path']} ({m['shipped']['steps']} steps)")
+        print(_scores_line(m['shipped']) + (f"\n{plan_summary(m['shipped']['plan'])}" if 'plan' in m['shipped'] else ''))
+    files = ['samples.png', 'judged.png', 'shapeseval.png', 'losses.png'] + \
+            (['samples_shipped.png', 'judged_shipped.png', 'shapeseval_shipped.png'] if 'shipped' in m else []) + ['metrics.json', 'report.md']
+    print(f'== pictures and numbers in {args.out}/: ' + ', '.join(files))
+
+def _parse_demo(sub):
+    "The `rf-ref demo` subcommand and its arguments."
     p = sub.add_parser('demo', help='the main job: train on Shapes, sample with blueprints, evaluate; writes outputs/demo/')
     p.add_argument('--out', default='outputs/demo'); p.add_argument('--preset', default='shapes-tiny')
     p.add_argument('--steps', type=positive, default=None, help="training steps (default: the preset's, a count rather than a time budget)")
@@ -406,6 +446,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--plan-prompts', type=at_least(0), default=10, help='prompts per category of the plan diagnostics (2 images each; 0: skip)')
     p.add_argument('--device', default=None); p.add_argument('overrides', nargs='*')
     p.set_defaults(fn=cmd_demo)
+
+# %% ../nbs/90_cli.ipynb #2241e97b
+def cmd_curve(args):
+    "`rf-ref curve train|plot`: the Shapes learning curve of one run, or the table and plots of finished runs."
+    from rf_ref.experiments.curve import curve_train, curve_plot
+    if args.curve_command == 'train':
+        writable(os.path.join(args.root, args.name), '--root/--name', folder=True); curve_train(args)
+    else:
+        writable(args.out, '--out'); curve_plot(args)
+
+def _parse_curve(sub):
+    "The `rf-ref curve` subcommand: `train` one run point by point, `plot` finished runs."
+    c = sub.add_parser('curve', help='the Shapes learning curve: ShapesEval, understanding and FID against examples seen',
+                       description='Train one run and evaluate its EMA weights at several points (it checkpoints at each point '
+                       'and resumes); plot several runs side by side, against examples seen and against training wall time.')
+    c.set_defaults(fn=cmd_curve); cs = c.add_subparsers(dest='curve_command', required=True, metavar='SUBCOMMAND')
+    t = cs.add_parser('train', help='train one run, evaluating its EMA weights at each point')
+    t.add_argument('--name', required=True); t.add_argument('--preset', default='shapes-tiny')
+    t.add_argument('--examples', default='8000,16000,32000', help='generation examples seen at each evaluation point')
+    t.add_argument('--root', default='runs/curves'); t.add_argument('--device', default=None)
+    t.add_argument('--prompts', type=positive, default=10, help='ShapesEval prompts per category')
+    t.add_argument('--images', type=positive, default=4, help='images per prompt')
+    t.add_argument('--scenes', type=at_least(0), default=50, help='scenes for understanding accuracy (0: skip)')
+    t.add_argument('--seed', type=int, default=0); t.add_argument('--progress', action='store_true')
+    t.add_argument('--plan', action='store_true', help='also the plan diagnostics per point (R-code probe, oracle-plan and '
+                   'plan-only ShapesEval; about a minute per point on a CPU)')
+    t.add_argument('overrides', nargs='*')
+    p = cs.add_parser('plot', help='plot and tabulate finished runs'); p.add_argument('runs', nargs='+')
+    p.add_argument('--out', default='learning_curve.png')
+
+def cmd_digits_curve(args):
+    "`rf-ref digits-curve train|plot|classifier|ssl|guidance`: the digits learning curve and the files that score it."
+    from rf_ref.experiments import curve
+    if args.curve_command == 'train': writable(os.path.join(args.root, args.name), '--root/--name', folder=True)
+    if args.curve_command in ('plot', 'classifier', 'ssl'): writable(args.out, '--out')
+    {'train': curve.digits_train, 'plot': curve.digits_plot, 'classifier': curve.digits_classifier, 'ssl': curve.digits_ssl,
+     'guidance': curve.digits_guidance}[args.curve_command](args)
+
+# %% ../nbs/90_cli.ipynb #f376c238
+def _parse_digits_curve(sub):
+    "The `rf-ref digits-curve` subcommand: the digits curve (`train`, `guidance`, `plot`) and its scorers (`classifier`, `ssl`)."
+    d = sub.add_parser('digits-curve', help='the digits learning curve: accuracy and FID of generated digits against examples seen',
+                       description='Accuracy and FID of generated digits against examples seen, RF against pixel-only, scored '
+                       'by the shipped digit classifier; also trains that classifier and the self-supervised stage-0 encoder.')
+    d.set_defaults(fn=cmd_digits_curve); ds = d.add_subparsers(dest='curve_command', required=True, metavar='SUBCOMMAND')
+    c = ds.add_parser('classifier', help='train the digit classifier that scores the curve')
+    c.add_argument('--out', default='data/digits_classifier.safetensors'); c.add_argument('--steps', type=positive, default=1000)
+    c.add_argument('--seed', type=int, default=0)
+    s = ds.add_parser('ssl', help="self-supervised stage 0 of the preset's encoder, with its linear probe")
+    s.add_argument('--out', default='data/encoder_digits-ssl.safetensors'); s.add_argument('--steps', type=positive, default=500)
+    s.add_argument('--preset', default='digits'); s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--progress', action='store_true')
+    t = ds.add_parser('train', help='train one run, scoring it at each point')
+    t.add_argument('--name', required=True); t.add_argument('--root', default='runs/digits')
+    t.add_argument('--preset', default='digits'); t.add_argument('--examples', default='4000,8000,16000,32000')
+    t.add_argument('--seed', type=int, default=0); t.add_argument('--device', default='cpu')
+    t.add_argument('--n-eval', type=positive, default=360, help='generated images per point, one per test digit (at most 360)')
+    t.add_argument('--progress', action='store_true'); t.add_argument('overrides', nargs='*')
+    g = ds.add_parser('guidance', help="score a run's last point again with other guidance weights")
+    g.add_argument('run'); g.add_argument('--w-rep', type=finite_float, default=1.0); g.add_argument('--w-pix', type=finite_float, default=1.0)
+    q = ds.add_parser('plot', help='table and plot of runs')
+    q.add_argument('runs', nargs='+'); q.add_argument('--out', default='results/digits_curve.png')
+
+# %% ../nbs/90_cli.ipynb #05b2f1e0
+def build_parser() -> argparse.ArgumentParser:
+    "The `rf-ref` parser: one subcommand per parser function, each beside its command function above."
+    ap = Parser(prog='rf-ref', description='Representation Forcing reference implementation.')
+    ap.add_argument('--debug', action='store_true', help='on an error, show the full traceback (accepted anywhere on the line)')
+    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for add in (_parse_presets, _parse_config, _parse_plan, _parse_preview, _parse_train, _parse_pretrain_encoder,
+                _parse_pretrain_ssl, _parse_pretrain_autoencoder, _parse_sample, _parse_eval, _parse_train_judge,
+                _parse_ablate, _parse_demo, _parse_curve, _parse_digits_curve):
+        add(sub)
     return ap
 
 _KNOWN = (ValueError, KeyError, OSError, MemoryError, FloatingPointError, RuntimeError)  # errors that explain themselves

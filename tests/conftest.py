@@ -6,9 +6,9 @@ BIN = Path(sys.executable).parent  # the virtual environment running pytest
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
 
-def run_benchmark(name: str, *args, cwd) -> str:
-    "Run benchmarks/<name>.py with `args` in `cwd`; its stdout, or a failure showing the end of its stderr."
+def run_rf_ref(*args, cwd) -> str:
+    "Run the `rf-ref` command of BIN with `args` in `cwd`; its stdout, or a failure showing the end of its stderr."
     import subprocess
-    r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / f'{name}.py'), *args], capture_output=True, text=True, cwd=cwd)
+    r = subprocess.run([str(BIN / 'rf-ref'), *args], capture_output=True, text=True, cwd=cwd)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout

@@ -1,9 +1,9 @@
-"""benchmarks/digits_curve.py end to end on a tiny budget: points, resume, the scores and the table are well formed."""
+"""`rf-ref digits-curve` end to end on a tiny budget: points, resume, the scores and the table are well formed."""
 import json
-from conftest import run_benchmark
+from conftest import run_rf_ref
 
 
-def run(*args, cwd): return run_benchmark('digits_curve', *args, cwd=cwd)
+def run(*args, cwd): return run_rf_ref('digits-curve', *args, cwd=cwd)
 
 
 def test_digits_curve_points_resume_and_plot(tmp_path):

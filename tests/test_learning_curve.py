@@ -1,9 +1,9 @@
-"""benchmarks/learning_curve.py end to end on a tiny budget: points, resume, table and plots are well formed."""
+"""`rf-ref curve` end to end on a tiny budget: points, resume, table and plots are well formed."""
 import json
-from conftest import run_benchmark
+from conftest import run_rf_ref
 
 
-def run(*args, cwd): return run_benchmark('learning_curve', *args, cwd=cwd)
+def run(*args, cwd): return run_rf_ref('curve', *args, cwd=cwd)
 
 
 def test_learning_curve_points_resume_and_plot(tmp_path):

@@ -69,7 +69,7 @@ def digits() -> Config:
     # classifier reads 100%) but close to one prototype per class, which FID punishes; sample.w_pix=1 trades a little
     # accuracy for variety (RESULTS.md, "Digits").
     #   rf-ref train --preset digits --out runs/digits            (pixel-only: add model.rf=false)
-    #   python benchmarks/digits_curve.py train --name rf         (the learning curve, RESULTS.md)
+    #   rf-ref digits-curve train --name rf         (the learning curve, RESULTS.md)
     return Config(name='digits', data=DataConfig(dataset='digits', tokenizer='bytes', max_text_len=20),
                   flow=FlowConfig(patch_size=8, t_mean=0.0, t_std=1.0),
                   train=TrainConfig(stages=(StageConfig('joint', steps=1_334, lr=3e-4),)))

@@ -96,7 +96,7 @@ def load_digit_classifier(path: str = DIGITS_CLASSIFIER,  # a path, or a name in
     from safetensors import safe_open
     from rf_ref.data.datasets import find_data_file
     from rf_ref.core.checkpoint import load_weights
-    path = find_data_file(path, 'digit classifier', 'train one with `python benchmarks/digits_curve.py classifier --out '
+    path = find_data_file(path, 'digit classifier', 'train one with `rf-ref digits-curve classifier --out '
                           f'data/{DIGITS_CLASSIFIER}` (about a minute on a CPU)')
     with safe_open(path, 'pt') as f: meta = f.metadata() or {}
     clf = DigitClassifier(int(meta.get('width', 32)), int(meta.get('feature_dim', 64)))
