@@ -478,7 +478,7 @@ def _parse_curve(sub):
 
 def cmd_digits_curve(args):
     "`rf-ref digits-curve train|plot|classifier|ssl|guidance`: the digits learning curve and the files that score it."
-    from rf_ref.experiments import curve
+    import rf_ref.experiments.curve as curve
     if args.curve_command == 'train': writable(os.path.join(args.root, args.name), '--root/--name', folder=True)
     if args.curve_command in ('plot', 'classifier', 'ssl'): writable(args.out, '--out')
     {'train': curve.digits_train, 'plot': curve.digits_plot, 'classifier': curve.digits_classifier, 'ssl': curve.digits_ssl,

@@ -19,9 +19,9 @@ from .baselines import RepaProjector, repa_block, repa_targets, repa_loss, captu
 from contextlib import nullcontext
 
 # %% auto #0
-__all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'RFModel', 'flow_input', 'flow_output', 'rep_targets',
-           'fill_slots', 'image_grids', 'embed_generation', 'rep_under_pixels', 'noisy_plan', 'segments', 'visibility',
-           'lm_loss', 'rep_loss', 'generation_noise', 'generation_inputs', 'generation_head_losses',
+__all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'add_pixel_parts', 'RFModel', 'flow_input', 'flow_output',
+           'rep_targets', 'fill_slots', 'image_grids', 'embed_generation', 'rep_under_pixels', 'noisy_plan', 'segments',
+           'visibility', 'lm_loss', 'rep_loss', 'generation_noise', 'generation_inputs', 'generation_head_losses',
            'generation_losses', 'embed_understanding', 'understanding_losses', 'objective', 'rf_losses']
 
 # %% ../../nbs/26_model.ipynb #8a5bb903
@@ -74,6 +74,22 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
     def forward(self, t): return self.mlp(sinusoidal(t, self.freq_dim))  # (b,) -> (b, d)
 
+# %% ../../nbs/26_model.ipynb #f83b0001
+def add_pixel_parts(model: nn.Module, cfg: Config, d: int, q: int, max_grid: int):
+    "The pixel side of `RFModel`, in place: patch embedding, 2D and time embeddings, the zero-initialized head, and the baselines' parts."
+    # pixels: linear patch embedding + 2D + time; zero-initialized head predicting the clean patch x
+    model.pix_embed = nn.Linear(q, d)
+    model.pix_pos = GridEmbedding(max_grid, d, cfg.model.positions)
+    model.time_embed = TimeEmbedding(d)
+    model.pix_head = nn.Linear(d, q)
+    if cfg.model.rf and cfg.model.rep_to_pixel:   # the plan under each P token, straight into its input (zero at init)
+        model.pix_from_rep = nn.Linear(d * max(1, cfg.rep_grid // cfg.pixel_grid) ** 2, d)
+        nn.init.zeros_(model.pix_from_rep.weight); nn.init.zeros_(model.pix_from_rep.bias)
+    nn.init.zeros_(model.pix_head.weight); nn.init.zeros_(model.pix_head.bias)
+    if cfg.model.repa_weight > 0: model.repa_proj = RepaProjector(d, cfg.encoder.width)   # the REPA baseline (Table 3b)
+    if cfg.model.space == 'latent':   # Table 3a's VAE rows: a frozen stage-0 autoencoder, loaded by the trainer
+        model.autoencoder = AutoEncoder(cfg.data.channels, cfg.model.latent_channels, cfg.model.latent_factor).requires_grad_(False)
+
 # %% ../../nbs/26_model.ipynb #f83bfffb
 class RFModel(nn.Module):
     "Representation Forcing: [T R P] through one MoT backbone, with L_LM + L_Rep + L_FM; `model(batches)` gives the losses."
@@ -100,18 +116,7 @@ class RFModel(nn.Module):
         self.rep_embed = nn.Embedding(cfg.vq.codebook_size, d) if discrete else nn.Linear(enc.width, d)
         self.rep_pos = GridEmbedding(max_grid, d, cfg.model.positions)
         self.rep_head = nn.Linear(d, cfg.vq.codebook_size if discrete else enc.width)
-        # pixels: linear patch embedding + 2D + time; zero-initialized head predicting the clean patch x
-        self.pix_embed = nn.Linear(q, d)
-        self.pix_pos = GridEmbedding(max_grid, d, cfg.model.positions)
-        self.time_embed = TimeEmbedding(d)
-        self.pix_head = nn.Linear(d, q)
-        if cfg.model.rf and cfg.model.rep_to_pixel:   # the plan under each P token, straight into its input (zero at init)
-            self.pix_from_rep = nn.Linear(d * max(1, cfg.rep_grid // cfg.pixel_grid) ** 2, d)
-            nn.init.zeros_(self.pix_from_rep.weight); nn.init.zeros_(self.pix_from_rep.bias)
-        nn.init.zeros_(self.pix_head.weight); nn.init.zeros_(self.pix_head.bias)
-        if cfg.model.repa_weight > 0: self.repa_proj = RepaProjector(d, enc.width)   # the REPA baseline (Table 3b)
-        if cfg.model.space == 'latent':   # Table 3a's VAE rows: a frozen stage-0 autoencoder, loaded by the trainer
-            self.autoencoder = AutoEncoder(c, cfg.model.latent_channels, cfg.model.latent_factor).requires_grad_(False)
+        add_pixel_parts(self, cfg, d, q, max_grid)
 
     def forward(self, batches: dict,        # {'generation': Batch | None, 'understanding': Batch | None}, e.g. from `collate`
                 train: bool = True,          # draw CFG drops and update the codebook
@@ -121,6 +126,7 @@ class RFModel(nn.Module):
         "The losses of one training step (`rf_losses`); 'loss' is the total to backpropagate."
         return rf_losses(self, batches, train, generator, noise, mean)
 
+# %% ../../nbs/26_model.ipynb #f83b0002
 def flow_input(model: RFModel,
                images: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) in [-1, 1]
     "What flow matching denoises: the (b, c, h, w) images, or their (b, z, h/f, w/f) latents in latent space."
@@ -302,6 +308,7 @@ def generation_inputs(model: RFModel,
     return {**noise, 'x': x, 'target': target, 'stats': stats, 'h': embed_generation(model, batch, target, z_t, noise['t'], ~noise['drop_rep']),
             'visible': visibility(batch, noise['drop_text'], noise['drop_rep'])}
 
+# %% ../../nbs/26_model.ipynb #bf5f0001
 def generation_head_losses(model: RFModel,
                            batch: Batch,                         # the generation batch `hidden` came from
                            hidden: torch.Tensor,                 # (b, n, d) the backbone's output on `batch`

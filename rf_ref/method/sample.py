@@ -117,6 +117,7 @@ def _next_rep(model, hidden_last, b, guided, w_rep, top_k, temperature, generato
     if model.cfg.model.rep_target == 'discrete': return sample_top_k(out, top_k, temperature, generator)
     return F.normalize(out, dim=-1)
 
+# %% ../../nbs/27_sample.ipynb #b3aa0001
 @torch.no_grad()
 def sample_rep_tokens(model: RFModel,             # an RF model (`cfg.model.rf`)
                       batch: Batch,               # a prompt batch (`prompt_batch`)

@@ -22,8 +22,8 @@ from .plan import plan, count_params
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
-           'compile_blocks', 'compile_backbone', 'compute_dtype', 'Trainer', 'Divergence', 'loss_guard',
-           'nonfinite_term', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
+           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'step_batches', 'Trainer',
+           'Divergence', 'loss_guard', 'nonfinite_term', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
 
 # %% ../../nbs/31_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -194,8 +194,50 @@ def compute_dtype(cfg: Config,            # train.precision: auto | fp32 | bf16
 def _autocast(cfg: Config, device: torch.device):   # one process; sharded, FSDP2's mixed precision casts instead
     return torch.autocast(device.type, dtype=torch.bfloat16) if compute_dtype(cfg, device) == torch.bfloat16 else nullcontext()
 
+# %% ../../nbs/31_train.ipynb #b3c0d010
+class TrainerHooks:
+    "What one process does where many differ; `Trainer` builds on it and `ParallelTrainer` overrides it."
+    def world_info(self) -> tuple: return 0, 1                 # (rank, ranks)
+    def on_lead(self, fn): return fn()                          # run on the lead rank, its error raised on every rank
+    @property
+    def is_lead(self) -> bool: return self.rank == 0            # writes the log and shows the bar
+    def prepare(self): pass                                     # before anything is checked: e.g. the device mesh
+    def check_batches(self): pass                               # every stage's batch fits the ranks
+    def agree(self, flag: bool) -> bool: return flag            # True on every rank if on any (the time limit)
+
+    def build(self, model: RFModel | None, stage0: bool) -> tuple:  # (model, EMA of its weights)
+        "The model from the run's seed, its stage-0 weights loaded, its EMA copy made before compiling: sampling stays eager."
+        torch.manual_seed(self.cfg.train.seed)
+        model = (model or RFModel(self.cfg)).to(self.device)
+        if stage0: load_stage0(model, self.cfg)
+        ema = EMA(model)
+        if self.cfg.train.compile: compile_backbone(model)
+        return model, ema
+
+    def write_checkpoint(self) -> str: return save(self, os.path.join(self.out_dir, 'ckpt'))   # `save` below
+
+# %% ../../nbs/31_train.ipynb #b3c0d011
+def step_batches(tr,            # a `Trainer`: its config, tokenizer, data and workers
+                 start: int):   # the first step to yield the batch of
+    "The batches of steps start, start + 1, ...: each collated at its own stage's image size and mix."
+    c = tr.cfg
+    def collate_fn(items):
+        _, stage, _ = stage_at(c, tr._loader_step)
+        size = stage_image_size(c, tr._loader_step)
+        grids = {k: gh * gw for k, (gh, gw) in image_grids(c, size, size).items()}   # this stage's token counts
+        frac = 1.0 if stage.understanding_only else c.data.understanding_fraction
+        return collate(items, tr.tok, grids['rep'] * c.model.rf, grids['pixel'], grids['rep'], c.data.max_text_len,
+                       frac, c.model.caption_lm)
+    tr._loader_step = start
+    sampler = StepBatchSampler(len(tr.data), c.train.batch_size, c.train.seed, start)
+    # its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which a resume would shift
+    loader = DataLoader(StagedImages(c, tr.data), batch_sampler=SizedSteps(sampler, c), collate_fn=lambda items: items,
+                        num_workers=tr.num_workers, generator=torch.Generator().manual_seed(c.train.seed + start))
+    for batch in loader:
+        yield collate_fn(batch); tr._loader_step += 1
+
 # %% ../../nbs/31_train.ipynb #320b3872
-class Trainer:
+class Trainer(TrainerHooks):
     "Trains an `RFModel` by the paper's recipe on one process; `save`/`resume` give exact resumption. `ParallelTrainer` (the launch notebook) shards it over many by overriding the hooks: `world_info`, `on_lead`, `prepare`, `check_batches`, `build`, `losses`, `write_checkpoint`, `agree`, `load`."
     replicas = 1                                       # HSDP replicas: 1 on one process
     def __init__(self, cfg: Config,                  # the run
@@ -227,42 +269,8 @@ class Trainer:
         with _autocast(self.cfg, self.device): return self.model(batches, train=True)
 
     def batches(self, start: int):  # the first step to yield the batch of
-        "{'generation': Batch | None, 'understanding': Batch | None} for steps start, start + 1, ..."
-        c = self.cfg
-        def collate_fn(items):
-            _, stage, _ = stage_at(c, self._loader_step)
-            size = stage_image_size(c, self._loader_step)
-            grids = {k: gh * gw for k, (gh, gw) in image_grids(c, size, size).items()}   # this stage's token counts
-            frac = 1.0 if stage.understanding_only else c.data.understanding_fraction
-            return collate(items, self.tok, grids['rep'] * c.model.rf, grids['pixel'], grids['rep'], c.data.max_text_len,
-                           frac, c.model.caption_lm)
-        self._loader_step = start
-        sampler = StepBatchSampler(len(self.data), c.train.batch_size, c.train.seed, start)
-        # its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which a resume would shift
-        loader = DataLoader(StagedImages(c, self.data), batch_sampler=SizedSteps(sampler, c), collate_fn=lambda items: items,
-                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(c.train.seed + start))
-        for batch in loader:
-            yield collate_fn(batch); self._loader_step += 1
-
-    # the hooks: what one process does; `ParallelTrainer` overrides them
-    def world_info(self) -> tuple: return 0, 1                 # (rank, ranks)
-    def on_lead(self, fn): return fn()                          # run on the lead rank, its error raised on every rank
-    @property
-    def is_lead(self) -> bool: return self.rank == 0            # writes the log and shows the bar
-    def prepare(self): pass                                     # before anything is checked: e.g. the device mesh
-    def check_batches(self): pass                               # every stage's batch fits the ranks
-    def agree(self, flag: bool) -> bool: return flag            # True on every rank if on any (the time limit)
-
-    def build(self, model: RFModel | None, stage0: bool) -> tuple:  # (model, EMA of its weights)
-        "The model from the run's seed, its stage-0 weights loaded, its EMA copy made before compiling: sampling stays eager."
-        torch.manual_seed(self.cfg.train.seed)
-        model = (model or RFModel(self.cfg)).to(self.device)
-        if stage0: load_stage0(model, self.cfg)
-        ema = EMA(model)
-        if self.cfg.train.compile: compile_backbone(model)
-        return model, ema
-
-    def write_checkpoint(self) -> str: return save(self, os.path.join(self.out_dir, 'ckpt'))   # `save` below
+        "{'generation': Batch | None, 'understanding': Batch | None} for steps start, start + 1, ... (`step_batches`)"
+        return step_batches(self, start)
 
 # %% ../../nbs/31_train.ipynb #9c819df0
 class Divergence(FloatingPointError):
