@@ -260,7 +260,7 @@ def cmd_sample(args):
     prompts = [p for p in args.prompt for _ in range(args.n)]
     dev = next(model.parameters()).device
     out = generate(model, prompts, scfg=s, generator=torch.Generator(dev).manual_seed(args.seed), progress=True)
-    fig = show_samples(out['images'], prompts, out['rep'], model.cfg.vq.codebook_size, ncols=2 * max(args.n, 2))
+    fig = show_samples(out.images, prompts, out.rep, model.cfg.vq.codebook_size, ncols=2 * max(args.n, 2))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=150); print(f'wrote {args.out}')
 

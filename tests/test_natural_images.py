@@ -30,7 +30,7 @@ def end_to_end(preset, root, out, inception, names):
     history = fit(tr, steps=cfg.train.stages[0].steps, progress=False)
     assert tr.step == 4 and all(math.isfinite(r['loss']) for r in history if 'loss' in r), history
     captions = [f'a photo of a {n}' for n in names]
-    images = generate(tr.ema.module, captions, tr.tok, generator=torch.Generator().manual_seed(0))['images']
+    images = generate(tr.ema.module, captions, tr.tok, generator=torch.Generator().manual_seed(0)).images
     size = cfg.data.image_size
     assert images.shape == (len(captions), 3, size, size) and images.abs().max() <= 1, images.shape
     real = torch.stack([tr.data[i]['image'] for i in range(len(captions))])

@@ -61,7 +61,7 @@ def test_two_ranks_equal_one_process_and_export_samples(two_ranks, tmp_path):
     assert sorted(os.listdir(two_ranks / 'ckpt')) == ['latest', 'step-00000004', 'step-00000005']   # keep_last=2
     model = load_model(str(two_ranks / 'export'), device='cpu')
     out = generate(model, ['a red circle'], generator=torch.Generator().manual_seed(0))
-    assert out['images'].shape == (1, 3, 32, 32) and torch.isfinite(out['images']).all()
+    assert out.images.shape == (1, 3, 32, 32) and torch.isfinite(out.images).all()
 
 
 def test_killed_in_a_save_then_resumed_on_one_process(two_ranks, tmp_path):

@@ -102,7 +102,7 @@ def draw_plans(gen, captions, plans, seed: int = 0) -> torch.Tensor:  # gen: `sa
     "Images drawn from given plans, with the pixel noise fixed by `seed` (the same noise for every call)."
     rep = torch.as_tensor(np.asarray(plans), dtype=torch.long, device=gen.device)
     out = generate(gen.model, list(captions), gen.tok, gen.scfg, rep=rep, generator=torch.Generator(gen.device).manual_seed(seed))
-    return out['images'].cpu()
+    return out.images.cpu()
 
 def _find(objects, label: int):
     shape, color = SHAPES[(label - 1) // len(COLORS)], list(COLORS)[(label - 1) % len(COLORS)]

@@ -13,7 +13,7 @@ from ..data.shapes import BACKGROUND, COLORS, SHAPES, Obj, Shapes, coverage, ren
 from .judge import Judge, load_judge
 from .shapes_eval import EvalResult, ShapesEval, parse_caption, plot_scores
 from ..method.model import rep_targets
-from ..method.sample import RFGenerator, generate
+from ..method.sample import Generation, RFGenerator, generate
 from ..method.vq import kmeans_plus_plus
 
 # %% auto #0
@@ -157,9 +157,9 @@ class SampledPlan:
     "The model as ShapesEval runs it (`generate(captions)`), keeping the R codes sampled for every image."
     def __init__(self, gen: RFGenerator): self.gen, self.reps = gen, []
 
-    def generate(self, captions) -> torch.Tensor:
-        images = self.gen.generate(captions); self.reps.append(self.gen.last_rep)
-        return images
+    def generate(self, captions) -> Generation:
+        out = self.gen.generate(captions); self.reps.append(out.rep)
+        return out
 
 class OraclePlan:
     "Pixels drawn by the model from a true plan: the R codes of a rendered scene that satisfies each caption."
@@ -169,14 +169,14 @@ class OraclePlan:
         self.gen, self.split, self.rng = gen, split, np.random.default_rng([seed, 22])
         self.scenes, self.reps = [], []
 
-    def generate(self, captions) -> torch.Tensor:
+    def generate(self, captions) -> Generation:
         model, size = self.gen.model, self.gen.model.cfg.data.image_size
         scenes = [sample_scene(parse_caption(c), self.rng, self.split) for c in captions]
         x = torch.stack([to_tensor(render(s, size)) for s in scenes]).to(self.gen.device)   # (b, c, h, w)
         rep = rep_targets(model, x)['ids']                                                   # (b, r) the true plan
         out = generate(model, list(captions), self.gen.tok, self.gen.scfg, rep=rep, generator=self.gen.generator)
         self.scenes += scenes; self.reps.append(rep.cpu())
-        return out['images'].cpu()
+        return Generation(out.images.cpu(), rep.cpu())
 
 # %% ../../nbs/42_plan_eval.ipynb #fed7f4f8
 def judge_plans(evaluation: ShapesEval,   # the prompt set

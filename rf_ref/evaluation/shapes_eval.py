@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..data.shapes import (CATEGORIES, COLORS, NUMBERS, QUESTION_TYPES, RELATIONS, SHAPES, Prompt, Shapes, render,
                                 sample_prompt, sample_scene, scene_satisfies, show_grid, to_tensor, to_uint8)
 from .judge import Judge, detect, load_judge, hardware_info
+from ..method.sample import Generation
 
 # %% auto #0
 __all__ = ['parse_caption', 'bootstrap_ci', 'EvalResult', 'ShapesEval', 'surplus_objects', 'RendererModel', 'NoiseModel',
@@ -56,8 +57,10 @@ def bootstrap_ci(per_prompt: dict, n_boot: int = 2000, level: float = 0.95, seed
 
 # %% ../../nbs/41_shapes_eval.ipynb #df17786b
 def _check_images(x, n: int):
+    "The images of what a model's `generate` returned: a `Generation`, or a bare (b, c, h, w) tensor."
+    x = x.images if isinstance(x, Generation) else x
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) != n:
-        raise ValueError(f'generate() must return a (b, c, h, w) tensor with b = {n} captions, got '
+        raise ValueError(f'generate() must return a Generation or a (b, c, h, w) tensor with b = {n} captions, got '
                          f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
     return x
 
@@ -123,7 +126,7 @@ class ShapesEval:
         return [(c, j, p) for c in self.categories for j, p in enumerate(self.prompts[c]) for _ in range(self.images_per_prompt)]
 
     def run(self, model, judge: Judge | None = None, batch_size: int = 64, keep_images: bool = True, progress: bool = True):
-        "Generate (`model`: generate(captions) -> images, or an object with .generate), judge and score every image."
+        "Generate (`model`: an object with `.generate(captions) -> Generation`, or a function of the captions that returns one or a (b, c, h, w) tensor), judge and score every image."
         generate = getattr(model, 'generate', model); judge = judge or load_judge()
         return self.score(*_generate_and_judge(generate, judge, self.jobs(), batch_size, keep_images, progress))
 
@@ -136,7 +139,7 @@ class ShapesEval:
     def fid_to_renderer(self, result: EvalResult, judge: Judge, seed: int = 1) -> float:
         "FID (judge features) of the kept images of `result` against the renderer's images of the same prompts."
         images = torch.from_numpy(result.images).permute(0, 3, 1, 2).float() / 127.5 - 1   # (b, c, h, w)
-        reference = RendererModel(seed, images.shape[-1]).generate([p.caption for _, _, p in self.jobs()])
+        reference = RendererModel(seed, images.shape[-1]).generate([p.caption for _, _, p in self.jobs()]).images
         return fid(images, reference, judge)
 
     def score(self, records, images=None) -> EvalResult:
@@ -166,17 +169,17 @@ class RendererModel:
     def __init__(self, seed: int = 0, image_size: int = 32):
         self.rng, self.image_size = np.random.default_rng(seed), image_size
 
-    def generate(self, captions) -> torch.Tensor:
+    def generate(self, captions) -> Generation:
         scenes = [sample_scene(parse_caption(c), self.rng, 'heldout') for c in captions]  # 'heldout': any color-shape pair
-        return torch.stack([to_tensor(render(s, self.image_size)) for s in scenes])      # (b, c, h, w)
+        return Generation(torch.stack([to_tensor(render(s, self.image_size)) for s in scenes]))   # (b, c, h, w), no R
 
 class NoiseModel:
     "Gaussian noise images, clipped to [-1, 1]: the floor of every score."
     def __init__(self, seed: int = 0, image_size: int = 32):
         self.generator, self.image_size = torch.Generator().manual_seed(seed), image_size
 
-    def generate(self, captions) -> torch.Tensor:
-        return torch.randn(len(captions), 3, self.image_size, self.image_size, generator=self.generator).clamp(-1, 1)
+    def generate(self, captions) -> Generation:
+        return Generation(torch.randn(len(captions), 3, self.image_size, self.image_size, generator=self.generator).clamp(-1, 1))
 
 # %% ../../nbs/41_shapes_eval.ipynb #0ecf5498
 def normalize_answer(text: str) -> str:
@@ -309,7 +312,7 @@ def show_judged(result: EvalResult, n: int = 24, ncols: int = 8, seed: int = 0, 
                      ncols=ncols, size=size, marks=[result.records[i]['passed'] for i in pick])
 
 # %% ../../nbs/41_shapes_eval.ipynb #7e22f863
-def run_shapes_eval(generate,                        # generate(captions) -> images, or an object with .generate
+def run_shapes_eval(generate,                        # an object with .generate(captions) -> Generation, or such a function
                     answer=None,                     # answer(images, questions) -> texts: also measures understanding
                     judge: Judge | None = None, prompts_per_category: int = 100, images_per_prompt: int = 4,
                     split: str = 'test', seed: int = 0, batch_size: int = 64,

@@ -80,8 +80,8 @@ def evaluate_point(tr, out, examples, prompts, images, scenes, seed, w_pix=None,
     if model.cfg.model.rf:  # the fixed demo prompts, each after its blueprint (codes in their learned colours)
         from rf_ref.experiments.demo import demo_prompts
         from rf_ref.method.sample import show_samples
-        prompts12 = demo_prompts(); imgs = gen.generate(prompts12)
-        fig = show_samples(imgs, prompts12, gen.last_rep, model.cfg.vq.codebook_size, ncols=8, vq=model.vq)
+        prompts12 = demo_prompts(); imgs, plans = gen.generate(prompts12)
+        fig = show_samples(imgs, prompts12, plans, model.cfg.vq.codebook_size, ncols=8, vq=model.vq)
         fig.savefig(os.path.join(out, f'blueprints_{examples}.png'), dpi=110); plt.close(fig)
     und = understanding_accuracy(gen.answer, scenes, 'test', seed) if scenes else None
     extra = {}
@@ -222,7 +222,7 @@ def digits_evaluate_point(tr, out, examples, seed, classifier, n_eval=360, scfg=
     captions = [digit_caption(int(k)) for k in labels]
     gen = torch.Generator(device=tr.device).manual_seed(seed)
     t0 = time.perf_counter()
-    images = torch.cat([generate(model, captions[k:k + 120], tr.tok, scfg, generator=gen)['images'].cpu()
+    images = torch.cat([generate(model, captions[k:k + 120], tr.tok, scfg, generator=gen).images.cpu()
                         for k in range(0, len(captions), 120)])
     scores = digit_scores(images, captions, classifier, test.images)
     order = [i for d in range(10) for i in (labels == d).nonzero()[:8, 0].tolist()]   # 8 per digit, 0 to 9

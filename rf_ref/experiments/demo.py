@@ -60,8 +60,8 @@ def _close(fig):
 def _samples(gen: RFGenerator, out: str, name: str, title: str):
     "The demo prompts drawn by `gen`, each after its blueprint, saved as `name`."
     prompts = demo_prompts()
-    images = gen.generate(prompts)
-    fig = show_samples(images, prompts, gen.last_rep, gen.model.cfg.vq.codebook_size, ncols=8, vq=gen.model.vq)
+    images, plans = gen.generate(prompts)
+    fig = show_samples(images, prompts, plans, gen.model.cfg.vq.codebook_size, ncols=8, vq=gen.model.vq)
     fig.suptitle(title, fontsize=10, y=1.03); fig.savefig(os.path.join(out, name), dpi=150, bbox_inches='tight'); _close(fig)
 
 def _train(cfg, out: str, dev, steps, progress: bool, max_minutes) -> Trainer:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/27_sample.ipynb #4a0b2f74
 from __future__ import annotations
-from typing import Callable
+from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from ..core.config import Modality, SampleConfig
@@ -18,7 +18,7 @@ from ..core.checkpoint import (MANIFEST, CheckpointError, default_device, find_c
 
 # %% auto #0
 __all__ = ['MODES', 'SAMPLE_CLAMP', 'load_model', 'export_checkpoint', 'prompt_batch', 'sample_top_k', 'sample_rep_tokens',
-           'pixel_velocity', 'nested_guided', 'sample_pixels', 'generate', 'blueprint', 'show_samples',
+           'pixel_velocity', 'nested_guided', 'sample_pixels', 'Generation', 'generate', 'blueprint', 'show_samples',
            'question_batch', 'greedy_answer_ids', 'answer', 'RFGenerator', 'load_generator', 'check_prompts']
 
 # %% ../../nbs/27_sample.ipynb #9a7f2c64
@@ -223,6 +223,12 @@ def sample_pixels(model: RFModel,                   # the model
     x = sample_ode(velocity, z0, steps=steps, shift=shift, method=method, progress=progress)
     return flow_output(model, unpatchify(x, cfg.flow.patch_size, cfg.flow_size, cfg.flow_size)).clamp(-1, 1)
 
+# %% ../../nbs/27_sample.ipynb #934276c3
+class Generation(NamedTuple):
+    "What every `generate` returns: images, and the R tokens they were drawn from."
+    images: torch.Tensor                # (b, c, h, w) in [-1, 1]
+    rep: torch.Tensor | None = None     # (b, r) R ids; None for a model without R tokens
+
 # %% ../../nbs/27_sample.ipynb #8b2f4605
 @torch.no_grad()
 def generate(model: RFModel,                     # the model (its mode is restored afterwards)
@@ -232,7 +238,7 @@ def generate(model: RFModel,                     # the model (its mode is restor
              rep=None,                           # R tokens to render from (b, r); None: drawn from the captions
              generator: torch.Generator | None = None,  # seeds R tokens and noise (None: the global RNG)
              progress: bool = False,             # show a progress bar over the ODE steps
-            ) -> dict:                           # {'images': (b, c, h, w) in [-1, 1], 'rep': (b, r) or None}
+            ) -> Generation:                     # images (b, c, h, w) in [-1, 1], rep (b, r) or None
     "Images for a list of captions: R tokens from the text, then pixels."
     scfg = scfg or model.cfg.sample
     tok = tok or load_tokenizer(model.cfg.data.tokenizer)
@@ -244,7 +250,7 @@ def generate(model: RFModel,                     # the model (its mode is restor
     images = sample_pixels(model, batch, rep if model.cfg.model.rf else None, scfg.w_pix, scfg.steps, scfg.shift,
                            scfg.sampler, scfg.guidance_interval, generator, progress, scfg.w_pix_rep)
     model.train(was_training)
-    return {'images': images, 'rep': rep}
+    return Generation(images, rep)
 
 # %% ../../nbs/27_sample.ipynb #f9b9acf4
 def blueprint(rep: torch.Tensor,       # (b, r) R ids, r a square number
@@ -347,17 +353,15 @@ class RFGenerator:
         self.tok = tok or load_tokenizer(model.cfg.data.tokenizer)
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.last_rep = None
 
     def generate(self, captions,  # list of b captions
-                ) -> torch.Tensor:    # (b, c, h, w) images in [-1, 1], on the CPU
-        "Images for `captions`, `batch_size` at a time; the R tokens of the last call are kept in `last_rep`."
+                ) -> Generation:      # on the CPU
+        "Images and their R tokens for `captions`, `batch_size` at a time."
         images, reps = [], []
         for i in range(0, len(captions), self.batch_size):
             out = generate(self.model, list(captions[i:i + self.batch_size]), self.tok, self.scfg, generator=self.generator)
-            images.append(out['images'].cpu()); reps.append(out['rep'].cpu() if out['rep'] is not None else None)
-        self.last_rep = torch.cat(reps) if reps and reps[0] is not None else None
-        return torch.cat(images)
+            images.append(out.images.cpu()); reps.append(out.rep.cpu() if out.rep is not None else None)
+        return Generation(torch.cat(images), torch.cat(reps) if reps[0] is not None else None)
 
     def answer(self, images,   # (b, c, h, w) in [-1, 1]
                questions,        # b questions
