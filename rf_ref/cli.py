@@ -14,7 +14,8 @@ from .core.presets import PRESETS
 __all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
            'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
            'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'sample_overrides', 'cmd_eval', 'cmd_train_judge',
-           'cmd_ablate', 'cmd_demo', 'cmd_curve', 'cmd_digits_curve', 'build_parser', 'main']
+           'sweep_grid', 'cmd_sweep', 'cmd_edits', 'cmd_compare', 'cmd_ablate', 'cmd_demo', 'cmd_curve',
+           'cmd_digits_curve', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -366,6 +367,102 @@ def cmd_train_judge(args):
     print(format_judge_table(record['accuracy']))
     print(f"wrote {out} and {os.path.splitext(out)[0]}.json ({record['train_seconds']:.0f} s of training)")
 
+# %% ../nbs/90_cli.ipynb #25e9e933
+def _value(text: str):   # '3' -> 3, '1.5' -> 1.5, 'euler' -> 'euler'
+    try: return json.loads(text)
+    except ValueError: return text
+
+def sweep_grid(items) -> dict:  # ['w_pix=1,3', 'w_rep=2'] -> {'w_pix': [1, 3], 'w_rep': [2]}
+    "The grid of `rf-ref sweep`: SampleConfig fields and the values to try."
+    grid = {}
+    for s in items:
+        key, eq, values = s.partition('=')
+        key = key.removeprefix('sample.'); vals = [_value(v) for v in values.split(',') if v.strip()]
+        if not eq or not key or '.' in key or not vals:
+            raise ValueError(f'{s!r}: write a SampleConfig field and the values to try, e.g. w_pix=1,2,3 (see rf-ref config)')
+        grid[key] = vals
+    return grid
+
+# %% ../nbs/90_cli.ipynb #831d43e3
+def cmd_sweep(args):
+    "ShapesEval of one checkpoint over a grid of sampling settings: a table, and JSON rows with --json."
+    from functools import partial
+    from rf_ref.core.config import override
+    from rf_ref.method.sample import load_generator
+    from rf_ref.evaluation.report import sampling_sweep, sweep_table
+    if args.json: writable(args.json, '--json')
+    grid = sweep_grid(args.grid or ['w_pix=3'])
+    cfg = load_generator(args.ckpt, args.device).model.cfg
+    for k, vs in grid.items():   # every value checked before the first point is scored
+        for v in vs: override(cfg, {f'sample.{k}': v})
+    rows = sampling_sweep(partial(load_generator, args.ckpt, args.device), grid, args.prompts, args.images, args.seed,
+                          progress=not args.quiet)
+    print(sweep_table(rows))
+    if args.json:
+        with open(args.json, 'w') as f: json.dump({'ckpt': args.ckpt, 'command': 'rf-ref ' + ' '.join(sys.argv[1:]), 'rows': rows}, f, indent=1)
+        print(f'rows written to {args.json}')
+
+# %% ../nbs/90_cli.ipynb #fc24cb05
+def _parse_sweep(sub):
+    "The `rf-ref sweep` subcommand and its arguments."
+    p = sub.add_parser('sweep', help="ShapesEval of a checkpoint over a grid of sampling settings (guidance, top-k, sampler, ...)")
+    p.add_argument('--ckpt', required=True, metavar='PATH', help='a trained rf_ref checkpoint, or its run folder')
+    p.add_argument('grid', nargs='*', metavar='KEY=V1,V2', help='SampleConfig fields and values, e.g. w_pix=1,3 w_rep=1,2 (default w_pix=3)')
+    p.add_argument('--prompts', type=positive, default=10, help='ShapesEval prompts per category')
+    p.add_argument('--images', type=positive, default=4, help='images per prompt')
+    p.add_argument('--seed', type=int, default=0); p.add_argument('--device', default='cpu')
+    p.add_argument('--json', default='', help='also write the rows here'); p.add_argument('--quiet', action='store_true')
+    p.set_defaults(fn=cmd_sweep)
+
+# %% ../nbs/90_cli.ipynb #9283d075
+def cmd_edits(args):
+    "Judge the three plan edits of a checkpoint on test scenes: OUT.json (the rates) and OUT.png (the first cases)."
+    from rf_ref.method.sample import load_generator
+    from rf_ref.evaluation.plan_edit import edit_report, show_edits
+    out = args.out or f'outputs/edits/{Path(os.path.abspath(args.ckpt)).name}'
+    writable(out + '.json', '--out'); writable(out + '.png', '--out')
+    gen = load_generator(args.ckpt, args.device, seed=args.seed, **sample_overrides(args.sample))
+    run = edit_report(gen, args.scenes, args.seed, args.halo, args.fit)
+    record = {'ckpt': args.ckpt, 'command': 'rf-ref ' + ' '.join(sys.argv[1:]), **run.record}
+    with open(out + '.json', 'w') as f: json.dump(record, f, indent=1)
+    show_edits(run.cases, run.edits, run.book, gen.model.vq, n=min(6, len(run.cases))).savefig(out + '.png', dpi=100)
+    print(json.dumps({k: v for k, v in record.items() if k != 'sample'}, indent=1)); print(f'wrote {out}.json and {out}.png')
+
+# %% ../nbs/90_cli.ipynb #b405ab01
+def _parse_edits(sub):
+    "The `rf-ref edits` subcommand and its arguments."
+    p = sub.add_parser('edits', help='do the pixels follow an edited plan? move, recolour and add, judged on test scenes')
+    p.add_argument('--ckpt', required=True, metavar='PATH', help='a trained rf_ref checkpoint, or its run folder')
+    p.add_argument('--scenes', type=positive, default=100, help='cases to judge')
+    p.add_argument('--fit', type=positive, default=1500, help='renders the codebook is read from')
+    p.add_argument('--halo', type=at_least(0), default=1, help='cells around an object that move with it')
+    p.add_argument('--seed', type=int, default=0); p.add_argument('--device', default='cpu')
+    p.add_argument('--out', default='', metavar='PREFIX', help='write PREFIX.json and PREFIX.png (default outputs/edits/<ckpt name>)')
+    p.add_argument('--sample', action='append', metavar='KEY=VALUE', help='a sampling setting to change, e.g. --sample top_k=0')
+    p.set_defaults(fn=cmd_edits)
+
+# %% ../nbs/90_cli.ipynb #5e1bf2ca
+def cmd_compare(args):
+    "The loss logs of two runs step by step: the worst relative gap per term; exit 1 when one passes --tolerance."
+    from rf_ref.core.runs import read_metrics, loss_gaps, plot_loss_gaps
+    if args.out: writable(args.out, '--out')
+    before, after = read_metrics(args.before), read_metrics(args.after)
+    gaps = loss_gaps(before, after); worst = {k: max(v) for k, v in gaps.items()}
+    steps = len(next(iter(gaps.values())))
+    print(f'{steps} steps x {len(gaps)} terms, {args.before} against {args.after}: ' + ('identical, bit for bit' if max(worst.values()) == 0
+          else 'worst relative gap ' + ', '.join(f'{k} {v:.2g}' for k, v in worst.items())))
+    if args.out: plot_loss_gaps(before, after).savefig(args.out, dpi=110); print(f'plot written to {args.out}')
+    if max(worst.values()) > args.tolerance: sys.exit(1)
+
+# %% ../nbs/90_cli.ipynb #ce66ff25
+def _parse_compare(sub):
+    "The `rf-ref compare` subcommand and its arguments."
+    p = sub.add_parser('compare', help="two runs' logged losses step by step (same seed before and after a change)")
+    p.add_argument('before', help='a run folder or its metrics.jsonl'); p.add_argument('after', help='the same, for the run compared')
+    p.add_argument('--tolerance', type=float, default=0.0, help='the largest relative gap allowed (0: bit for bit)')
+    p.add_argument('--out', default='', help='a PNG of both curves and their gaps')
+    p.set_defaults(fn=cmd_compare)
+
 # %% ../nbs/90_cli.ipynb #fc1ba2b6
 def _parse_train_judge(sub):
     "The `rf-ref train-judge` subcommand and its arguments."
@@ -516,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--debug', action='store_true', help='on an error, show the full traceback (accepted anywhere on the line)')
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add in (_parse_presets, _parse_config, _parse_plan, _parse_preview, _parse_train, _parse_pretrain_encoder,
-                _parse_pretrain_ssl, _parse_pretrain_autoencoder, _parse_sample, _parse_eval, _parse_train_judge,
+                _parse_pretrain_ssl, _parse_pretrain_autoencoder, _parse_sample, _parse_eval, _parse_sweep, _parse_edits,
+                _parse_compare, _parse_train_judge,
                 _parse_ablate, _parse_demo, _parse_curve, _parse_digits_curve):
         add(sub)
     return ap

@@ -9,9 +9,9 @@ import torch.distributed as dist
 from .checkpoint import CheckpointError, is_checkpoint, run_dir, step_folders, write_text_atomic
 
 # %% auto #0
-__all__ = ['METRICS', 'LOCK', 'PR_SET_PDEATHSIG', 'holds_run', 'check_fresh', 'RunBusy', 'RunLock', 'clear_run', 'probe',
-           'on_rank0', 'stop_point', 'claim', 'rewrite_metrics', 'read_metrics', 'plot_history', 'run_of', 'candidates',
-           'fall_back', 'die_with_agent']
+__all__ = ['METRICS', 'LOCK', 'LOSS_TERMS', 'PR_SET_PDEATHSIG', 'holds_run', 'check_fresh', 'RunBusy', 'RunLock', 'clear_run',
+           'probe', 'on_rank0', 'stop_point', 'claim', 'rewrite_metrics', 'read_metrics', 'plot_history', 'loss_gaps',
+           'plot_loss_gaps', 'run_of', 'candidates', 'fall_back', 'die_with_agent']
 
 # %% ../../nbs/06_runs.ipynb #a1e0b7c6
 METRICS, LOCK = 'metrics.jsonl', '.lock'
@@ -167,6 +167,39 @@ def plot_history(history,                    # records, or a run folder / metric
     if usage:
         axs[0, 1].plot([r['step'] for r in usage], [r['vq_usage'] for r in usage]); axs[0, 1].set_ylim(0, 1.05)
         axs[0, 1].set_xlabel('step'); axs[0, 1].set_title('codebook usage', fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/06_runs.ipynb #6261a1a4
+LOSS_TERMS = ('loss', 'lm', 'rep', 'fm', 'grad_norm')
+
+def loss_gaps(before: list,             # the records of the reference run (`read_metrics`)
+              after: list,              # the records of the run compared to it
+              keys: tuple = LOSS_TERMS, # the terms compared, where `before` logs them
+             ) -> dict:                 # {term: [|after - before| / |before| at each step of `before` that logs it]}
+    "Relative gap per term and step; a step that `before` logged and `after` did not is an error."
+    before = [r for r in before if 'loss' in r]; by_step = {r['step']: r for r in after if 'loss' in r}
+    if not before: raise ValueError('the first run logs no losses: compare the metrics.jsonl of a training run')
+    missing = [r['step'] for r in before if r['step'] not in by_step]
+    if missing: raise ValueError(f'steps {missing[:5]} of the first run are not in the second: train it as far, with the same log_every')
+    return {k: [abs(by_step[r['step']][k] - r[k]) / max(abs(r[k]), 1e-12) for r in before]
+            for k in keys if all(k in r for r in before)}
+
+# %% ../../nbs/06_runs.ipynb #40736124
+def plot_loss_gaps(before: list, after: list,   # the records of two runs (`read_metrics`)
+                   labels=('before', 'after')):  # the runs' names in the legend
+    "Both runs' loss terms overlaid, and the relative gap of every term per step (log scale; none drawn at 0)."
+    import matplotlib.pyplot as plt
+    gaps = loss_gaps(before, after); steps = [r['step'] for r in before if 'loss' in r]
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
+    for k in ('lm', 'rep', 'fm'):
+        axs[0].plot(*zip(*[(r['step'], r[k]) for r in before if k in r]), lw=3, alpha=0.4, label=f'{k} ({labels[0]})')
+        axs[0].plot(*zip(*[(r['step'], r[k]) for r in after if k in r]), '--', lw=1, label=f'{k} ({labels[1]})')
+    axs[0].set_xlabel('step'); axs[0].set_ylabel('loss'); axs[0].legend(fontsize=7); axs[0].set_title('the two runs, overlaid', fontsize=9)
+    for k, g in gaps.items(): axs[1].plot(steps, [v if v > 0 else float('nan') for v in g], label=k)
+    axs[1].set_yscale('log'); axs[1].set_xlabel('step'); axs[1].set_ylabel('relative gap'); axs[1].legend(fontsize=7)
+    worst = max(max(g) for g in gaps.values())
+    axs[1].set_title('identical, bit for bit' if worst == 0 else f'worst relative gap {worst:.2g}', fontsize=9)
     fig.tight_layout()
     return fig
 

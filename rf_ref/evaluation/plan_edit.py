@@ -4,6 +4,7 @@
 
 # %% ../../nbs/43_plan_edit.ipynb #2fd65bba
 from __future__ import annotations
+import dataclasses, time
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .plan_eval import LABELS, label_of, probe_renders
 # %% auto #0
 __all__ = ['EDITS', 'CodeBook', 'codebook_from_counts', 'read_codes', 'object_mask', 'move_object', 'recolor_object',
            'add_object', 'draw_plans', 'edit_passed', 'EditCase', 'true_plans', 'edit_cases', 'judge_edits',
-           'short_label', 'show_plans', 'show_edits']
+           'short_label', 'show_plans', 'show_edits', 'EditRun', 'edit_report']
 
 # %% ../../nbs/43_plan_edit.ipynb #9c7246f5
 @dataclass
@@ -224,3 +225,29 @@ def show_edits(cases: list, edits: dict, book: CodeBook, vq=None, n: int = 4):  
     return show_plans([cases[i].plans[k] for i, k in pick], book, torch.stack([edits['images'][k][i] for i, k in pick]),
                       [cases[i].caption if k == 'none' else k for i, k in pick], vq,
                       [edits['found'][i] if k == 'none' else edits['passed'][k][i] for i, k in pick], ncols=8)
+
+# %% ../../nbs/43_plan_edit.ipynb #6409731e
+@dataclass
+class EditRun:
+    "What `edit_report` measured: a JSON-ready record, and the cases, verdicts and codebook to draw them (`show_edits`)."
+    record: dict
+    cases: list
+    edits: dict
+    book: CodeBook
+
+def edit_report(gen,                   # `sample.RFGenerator` of the checkpoint
+                scenes: int = 100,     # cases to judge (fewer when the codes hold few objects)
+                seed: int = 0,         # the scenes; the pixel noise is seed + 1
+                halo: int = 1,         # cells around an object that move with it
+                fit: int = 1500,       # renders the codebook is read from
+               ) -> EditRun:
+    "The three edits judged on test scenes of one checkpoint, with the settings that made the numbers."
+    t0 = time.perf_counter()
+    book = read_codes(gen.model, fit, seed)
+    cases = edit_cases(gen.model, book, scenes, seed, halo)
+    if not cases: raise ValueError('no test scene has a plan that holds its object: the codes of this checkpoint do not '
+                                   'localize objects, so its edits cannot be judged (try a model with an 8x8 plan)')
+    edits = judge_edits(gen, cases, seed=seed + 1)
+    record = dict(scenes=len(cases), seed=seed, halo=halo, fit_renders=fit, sample=dataclasses.asdict(gen.scfg),
+                  codes_for_objects=int((book.code_labels > 0).sum()), seconds=round(time.perf_counter() - t0), **edits['rates'])
+    return EditRun(record, cases, edits, book)

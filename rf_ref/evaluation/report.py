@@ -11,7 +11,8 @@ from ..data.shapes import CATEGORIES, QUESTION_TYPES
 from ..core.checkpoint import write_text_atomic
 
 # %% auto #0
-__all__ = ['PICTURES', 'machine_info', 'shapeseval_table', 'understanding_table', 'plan_table', 'report_card', 'write_report']
+__all__ = ['PICTURES', 'machine_info', 'shapeseval_table', 'understanding_table', 'plan_table', 'sampling_sweep', 'sweep_table',
+           'report_card', 'write_report']
 
 # %% ../../nbs/45_report.ipynb #339069d7
 def _git(*args, cwd=None) -> str:
@@ -80,6 +81,37 @@ def plan_table(named: dict) -> str:   # {row name: a metrics dict with 'plan' (`
                     + [_f(se[r]['overall']) if r in se else '-' for r in ('sampled', 'oracle_plan', 'plan_only')])
     return _table(['model', 'R grid', 'object cells: codes', 'object cells: k-means', 'codes used', 'perplexity',
                    'codes per image', 'ShapesEval: sampled R', 'true plan', 'plan only'], rows)
+
+# %% ../../nbs/45_report.ipynb #5b1bc99a
+def sampling_sweep(generator,               # (sample settings) -> a model with `.generate`: e.g. partial(load_generator, ckpt)
+                   grid: dict,              # {SampleConfig field: [values]}, e.g. {'w_pix': [1, 3], 'w_rep': [1, 2]}
+                   prompts: int = 10,       # ShapesEval prompts per category
+                   images: int = 4,         # images per prompt
+                   seed: int = 0,           # the prompt set and the generator's seed at every point
+                   judge=None,              # default: the shipped judge
+                   progress: bool = True,   # a bar over the grid's points
+                  ) -> list:                # one row per point: its settings and `EvalResult.to_dict()`
+    "ShapesEval of one model at every point of a grid of sampling settings."
+    import itertools
+    from tqdm import tqdm
+    from rf_ref.evaluation.judge import load_judge
+    from rf_ref.evaluation.shapes_eval import ShapesEval
+    if not grid or any(len(v) == 0 for v in grid.values()): raise ValueError(f'grid {grid}: give each field at least one value, e.g. {{"w_pix": [1, 3]}}')
+    judge, keys, rows = judge or load_judge(), list(grid), []
+    for values in tqdm(list(itertools.product(*grid.values())), desc='sweep', disable=not progress):
+        point = dict(zip(keys, values))
+        res = ShapesEval(prompts, images, 'test', seed).run(generator(seed=seed, **point), judge, progress=False)
+        rows.append({**point, **res.to_dict()})
+    return rows
+
+# %% ../../nbs/45_report.ipynb #b23e16b2
+def sweep_table(rows: list) -> str:   # `sampling_sweep`
+    "One row per point of the grid: its settings, the overall score [95% CI] and each category's score."
+    keys = [k for k in rows[0] if k not in ('overall', 'overall_ci', 'scores', 'ci', 'config')]
+    cats = list(rows[0]['scores'])
+    body = [[f'{r[k]:g}' if isinstance(r[k], float) else r[k] for k in keys]
+            + [f"**{r['overall']:.3f}** [{r['overall_ci'][0]:.2f}, {r['overall_ci'][1]:.2f}]"] + [_f(r['scores'][c]) for c in cats] for r in rows]
+    return _table(keys + ['overall [95% CI]'] + [c.replace('_', ' ') for c in cats], body)
 
 # %% ../../nbs/45_report.ipynb #25132616
 def _header(m: dict) -> list:

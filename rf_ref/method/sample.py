@@ -223,7 +223,7 @@ def sample_pixels(model: RFModel,                   # the model
     x = sample_ode(velocity, z0, steps=steps, shift=shift, method=method, progress=progress)
     return flow_output(model, unpatchify(x, cfg.flow.patch_size, cfg.flow_size, cfg.flow_size)).clamp(-1, 1)
 
-# %% ../../nbs/27_sample.ipynb #934276c3
+# %% ../../nbs/27_sample.ipynb #207f5595
 class Generation(NamedTuple):
     "What every `generate` returns: images, and the R tokens they were drawn from."
     images: torch.Tensor                # (b, c, h, w) in [-1, 1]
