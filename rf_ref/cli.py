@@ -445,6 +445,7 @@ def _parse_edits(sub):
 def cmd_compare(args):
     "The loss logs of two runs step by step: the worst relative gap per term; exit 1 when one passes --tolerance."
     from rf_ref.core.runs import read_metrics, loss_gaps, plot_loss_gaps
+    if args.tolerance < 0: raise ValueError(f'--tolerance {args.tolerance:g}: give the largest relative gap allowed, 0 or more, e.g. 0.01')
     if args.out: writable(args.out, '--out')
     before, after = read_metrics(args.before), read_metrics(args.after)
     gaps = loss_gaps(before, after); worst = {k: max(v) for k, v in gaps.items()}
@@ -459,7 +460,7 @@ def _parse_compare(sub):
     "The `rf-ref compare` subcommand and its arguments."
     p = sub.add_parser('compare', help="two runs' logged losses step by step (same seed before and after a change)")
     p.add_argument('before', help='a run folder or its metrics.jsonl'); p.add_argument('after', help='the same, for the run compared')
-    p.add_argument('--tolerance', type=float, default=0.0, help='the largest relative gap allowed (0: bit for bit)')
+    p.add_argument('--tolerance', type=finite_float, default=0.0, help='the largest relative gap allowed (0: bit for bit)')
     p.add_argument('--out', default='', help='a PNG of both curves and their gaps')
     p.set_defaults(fn=cmd_compare)
 

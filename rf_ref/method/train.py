@@ -157,11 +157,11 @@ def check_memory(cfg: Config,            # the run
                  replicas: int = 1,      # HSDP replicas (shards per replica: world / replicas)
                 ):
     "Raise `MemoryError` when one rank's share of training `cfg` cannot fit its device, with the numbers and the fix."
-    need = memory_plan(cfg, world, replicas)['bytes']
+    plan = memory_plan(cfg, world, replicas); need = plan['bytes']
     have = device_memory(device) / (int(os.environ.get('LOCAL_WORLD_SIZE', '1')) if device.type == 'cpu' else 1)  # CPU ranks share RAM
     if need <= have: return
     if world == 1:
-        raise MemoryError(f"training {cfg.name} needs at least {need / 1e9:,.1f} GB ({memory_plan(cfg)['params'] / 1e9:.2f}B parameters: "
+        raise MemoryError(f"training {cfg.name} needs at least {need / 1e9:,.1f} GB ({plan['params'] / 1e9:.2f}B parameters: "
                           f"fp32 weights and EMA, gradients and AdamW moments; activations on top) but {device} has "
                           f"{have / 1e9:,.1f} GB: pick a smaller preset (`rf-ref presets`), or shard it over GPUs "
                           f"(`rf-ref plan --preset {cfg.name}` says how many; rf_ref.scale.parallel shards the model)")
