@@ -29,7 +29,7 @@ def refresh(path: Path, skip: set) -> int:
     raw, n = read_nb(path), 0
     for c in raw.cells:
         if c.cell_type == 'code' and c.get('outputs') and c.get('id') not in skipped:   # a skipped cell keeps its output
-            c['outputs'] = fresh.get(c.get('id'), []); n += 1
+            c['outputs'] = [o for o in fresh.get(c.get('id'), []) if o.get('name') != 'stderr']; n += 1   # no library warnings
     write_nb(raw, path)
     return n
 
