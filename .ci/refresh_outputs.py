@@ -24,7 +24,9 @@ def refresh(path: Path, skip: set) -> int:
         d = getattr(cell, 'directives_', {}) or {}
         if d.get('eval:', [''])[0].lower() == 'false' or skip & d.keys(): skipped.add(cell.get('id')); return True
         return False
-    with working_directory(path.parent): CaptureShell(path).run_all(nb, exc_stop=True, preproc=no_eval)
+    shell = CaptureShell(path)
+    shell.run_cell("import matplotlib; matplotlib.rcParams['figure.dpi'] = 72")   # Jupyter's inline size, not execnb's 100 dpi
+    with working_directory(path.parent): shell.run_all(nb, exc_stop=True, preproc=no_eval)
     fresh = {c.get('id'): c.get('outputs', []) for c in nb.cells if c.cell_type == 'code'}
     raw, n = read_nb(path), 0
     for c in raw.cells:
