@@ -283,6 +283,7 @@ def save_checkpoint(root: str,           # a run's ckpt/ folder: the checkpoint 
                     history: list,       # the run's metrics records: state.json
                     cfg: Config,         # the run's config: config.json
                     keep_last: int = 3,  # newest step folders kept under `root`
+                    data: dict | None = None,  # the data loader's state, for a stream (`shards.ShardLoader.state_dict`)
                    ) -> str:             # the folder written
     "Write one step of a run as a checkpoint folder (atomic, with a manifest) and keep the newest `keep_last`."
     from safetensors.torch import save_model, save_file
@@ -290,7 +291,7 @@ def save_checkpoint(root: str,           # a run's ckpt/ folder: the checkpoint 
     return save_rotating(root, step, {'model.safetensors': lambda f: save_model(model, f),
                                       'ema.safetensors': lambda f: save_model(ema, f),
                                       'state.safetensors': lambda f: save_file(tensors, f),
-                                      'state.json': _json_writer({'step': step, 'history': history, 'param_groups': groups}),
+                                      'state.json': _json_writer({'step': step, 'history': history, 'param_groups': groups} | ({'data': data} if data else {})),
                                       'config.json': _json_writer(config_to_dict(cfg))}, keep_last)
 
 
@@ -367,7 +368,7 @@ def load_train_state(ckpt: str,          # one checkpoint folder (`find_checkpoi
                      ema: nn.Module,     # receives ema.safetensors
                      device='cpu',       # where the weights and the optimizer's tensors go
                      optimizer=None,     # the run's optimizer: its groups and parameters the saved state must fit
-                    ) -> dict:           # {'step', 'history', 'optimizer': for the optimizer's `load_state_dict`}
+                    ) -> dict:           # {'step', 'history', 'optimizer': for the optimizer's `load_state_dict`, 'data': the loader's state or None}
     "Load a run's weights into `model` and `ema`, restore the RNG states, and return the rest of its state, all checked first."
     for f in ('model.safetensors', 'ema.safetensors'):
         if not os.path.exists(os.path.join(ckpt, f)):
@@ -385,7 +386,7 @@ def load_train_state(ckpt: str,          # one checkpoint folder (`find_checkpoi
         try: torch.set_rng_state(st['rng']['cpu'].cpu()); opt = st['optimizer']
         except (KeyError, TypeError, AttributeError, RuntimeError) as e: raise _damaged(jf, f'has no usable RNG state ({e})') from None
     else: opt = _unpack(tensors, st['param_groups'], jf, sf)   # restores the RNG states: the last thing done
-    return {'step': st['step'], 'history': st['history'], 'optimizer': opt}
+    return {'step': st['step'], 'history': st['history'], 'optimizer': opt, 'data': st.get('data')}
 
 def run_dir(ckpt: str,  # a checkpoint folder: <run>/ckpt/step-N, or <run>/ckpt in the older format
            ) -> str:    # <run>

@@ -28,7 +28,7 @@ POOL_OF_MODALITY = (0, 0, 1, 2, 0)  # indexed by Modality; padding rides along i
 @dataclass
 class DataConfig:
     "Which data, at what size (see `rf_ref.data.datasets`)."
-    dataset: str = 'shapes'           # shapes | digits | cifar10 | imagenet64 | text-image
+    dataset: str = 'shapes'           # shapes | digits | cifar10 | imagenet64 | shards (streamed WebDataset tar files)
     image_size: int = 32              # pixels per side; Shapes renders at any size
     channels: int = 3
     root: str = ''                    # local folder for cifar10 / imagenet64: nothing is downloaded
@@ -38,6 +38,9 @@ class DataConfig:
     tokenizer: str = 'bytes'          # 'bytes', or a local Hugging Face tokenizer.json path
     understanding_fraction: float = 0.25  # share of image-to-text examples in a mixed batch
     seed: int = 0
+    sources: tuple = ()               # shards: folders or brace patterns of WebDataset shards (rf_ref.data.shards)
+    shares: tuple = ()                # shards: each source's share of every batch; () = equal shares
+    max_skipped: int = 100            # shards: damaged samples tolerated in all before the run stops
 
 # %% ../../nbs/01_config.ipynb #90ecfd1c
 @dataclass
@@ -228,12 +231,12 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'model': 'latent_chan
                'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
-_AT_LEAST_0 = {'data': 'n_train n_test', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
+_AT_LEAST_0 = {'data': 'n_train n_test max_skipped', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
                'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k w_pix_rep', 'vq': 'restart_after',
                'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size'}
 _ABOVE_1 = {'train': 'max_loss_ratio'}   # a ratio to the first loss: at or below 1 stops a healthy run
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]
-_CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'text-image'), 'vq.init': ('kmeans++', 'random'),
+_CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'shards'), 'vq.init': ('kmeans++', 'random'),
             'flow.t_sampler': ('logit_normal', 'uniform'), 'sample.sampler': ('euler', 'heun'),
             'model.rep_target': ('discrete', 'continuous'), 'model.positions': ('sincos', 'learned'), 'model.space': ('pixel', 'latent'),
             'train.precision': ('auto', 'fp32', 'bf16')}
@@ -283,7 +286,7 @@ def _check_stages(cfg: Config):
         _check_fields(s, 'stage', f'train.stages.{i}.')
         _check(all(isinstance(g, str) for g in s.train), f'train.stages.{i}.train={s.train!r} must be a tuple of group names')
         if s.image_size and s.image_size != cfg.data.image_size:   # a stage at its own resolution (see the train notebook)
-            _check(cfg.data.dataset in ('shapes', 'digits', 'text-image'),
+            _check(cfg.data.dataset in ('shapes', 'digits', 'shards'),
                    f'train.stages.{i}.image_size={s.image_size} differs from data.image_size={cfg.data.image_size}, but '
                    f'data.dataset={cfg.data.dataset!r} has one resolution: resizing it is not implemented; use 0')
             _check(s.image_size <= 4 * cfg.data.image_size,
@@ -296,7 +299,7 @@ def _check_stages(cfg: Config):
 
 # %% ../../nbs/01_config.ipynb #433ef6bd
 def _check_choices(cfg: Config):
-    "Names from a fixed list, the AdamW betas and the guidance interval."
+    "Names from a fixed list, the AdamW betas, the guidance interval and the shard sources with their shares."
     t = cfg.train
     for key, options in _CHOICES.items():
         section, name = key.split('.'); v = getattr(getattr(cfg, section), name)
@@ -306,6 +309,10 @@ def _check_choices(cfg: Config):
     gi = cfg.sample.guidance_interval
     _check(len(gi) == 2 and all(isinstance(b, (int, float)) for b in gi) and 0 <= gi[0] <= gi[1] <= 1,
            f'sample.guidance_interval={gi!r} must be (lo, hi) with 0 <= lo <= hi <= 1, e.g. (0.0, 1.0)')
+    d = cfg.data
+    _check(all(isinstance(s, str) and s for s in d.sources), f"data.sources={d.sources!r} must be paths, e.g. ('shards/gen', 'shards/und')")
+    _check(not d.shares or (len(d.shares) == len(d.sources) and all(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0 for s in d.shares)),
+           f'data.shares={d.shares!r}: give one share >= 0 per source of data.sources ({len(d.sources)}), e.g. (0.75, 0.25), or () for equal')
 
 # %% ../../nbs/01_config.ipynb #2c401a77
 def _check_sizes(cfg: Config):

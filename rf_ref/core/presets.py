@@ -137,7 +137,7 @@ def imagenet64_tiny() -> Config:
 def paper() -> Config:
     return Config(
         name='paper',
-        data=DataConfig(dataset='text-image', image_size=256, max_text_len=32_768, tokenizer='', n_train=0, n_test=0),
+        data=DataConfig(dataset='shards', image_size=256, max_text_len=32_768, tokenizer='', n_train=0, n_test=0),
         encoder=EncoderConfig(patch_size=16, width=1280, depth=32, heads=20, mlp_hidden=5120, gated_mlp=True,
                               n_registers=4, qkv_bias=True, layerscale_init=1e-5, rope_base=100.0, ema_decay=0.9999),
         vq=VQConfig(codebook_size=16_384, temperature=0.5, sinkhorn_iters=1, momentum=0.9999),

@@ -233,8 +233,10 @@ def build_dataset(cfg, split: str = 'train') -> Dataset:
     if cfg.dataset == 'digits': return Digits(split, cfg.image_size, cfg.seed)
     if cfg.dataset == 'cifar10': return CIFAR10(cfg.root, split)
     if cfg.dataset == 'imagenet64': return ImageNet64(cfg.root, 'val' if split == 'test' else split)
-    raise ValueError(f"data.dataset={cfg.dataset!r} has no loader yet; valid: shapes, digits, cifar10, imagenet64 "
-                     "(paper-scale text-image data is planned, not yet built)")
+    if cfg.dataset == 'shards':
+        raise ValueError('data.dataset=shards is a stream, not an indexed set: read it with rf_ref.data.shards.ShardLoader '
+                         '(the trainer does); data.sources names its folders')
+    raise ValueError(f"data.dataset={cfg.dataset!r} has no loader; valid: shapes, digits, cifar10, imagenet64, shards")
 
 # %% ../../nbs/12_datasets.ipynb #aeac4d71
 class StepBatchSampler(Sampler):

@@ -22,8 +22,9 @@ from .plan import plan, count_params
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
-           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'step_batches', 'Trainer',
-           'Divergence', 'loss_guard', 'nonfinite_term', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
+           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'shard_steps', 'step_batches',
+           'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term', 'train_step', 'save', 'resume', 'fit',
+           'stages_like_paper']
 
 # %% ../../nbs/31_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -216,6 +217,24 @@ class TrainerHooks:
 
     def write_checkpoint(self) -> str: return save(self, os.path.join(self.out_dir, 'ckpt'))   # `save` below
 
+# %% ../../nbs/31_train.ipynb #8e0a506a
+def shard_steps(tr,           # a `Trainer` of a run on data.dataset='shards'
+                start: int):  # the first step to yield the items of
+    "The items of steps start, start + 1, ... from the run's shard sources, each image at its step's stage size."
+    from rf_ref.data.shards import ShardLoader, fit_square
+    c, d = tr.cfg, tr.cfg.data
+    if not d.sources: raise ValueError("data.dataset=shards needs data.sources: folders of WebDataset shards (rf-ref export-shards writes them)")
+    state = tr.data_state if tr.data_state and tr.data_state['step'] == start else None
+    if start and state is None:
+        raise CheckpointError(f'step {start}: the checkpoint holds no shard loader state for this step, so the stream cannot continue where it was')
+    tr.loader = ShardLoader(d.sources, d.shares or (1,) * len(d.sources), c.train.batch_size, num_workers=tr.num_workers,
+                            seed=c.train.seed, max_skipped=d.max_skipped, state=state)
+    for step, items in enumerate(tr.loader, start):
+        if text := [it['key'] for it in items if it['kind'] == 'text']:
+            raise ValueError(f'sample {text[0]!r} is pure text: it trains in packed rows (data.packing), which the padded trainer does not build')
+        size = stage_image_size(c, step)
+        yield [it | {'image': fit_square(it['image'], size)} for it in sorted(items, key=lambda it: it['kind'] == 'understanding')]
+
 # %% ../../nbs/31_train.ipynb #b3c0d011
 def step_batches(tr,            # a `Trainer`: its config, tokenizer, data and workers
                  start: int):   # the first step to yield the batch of
@@ -226,13 +245,16 @@ def step_batches(tr,            # a `Trainer`: its config, tokenizer, data and w
         size = stage_image_size(c, tr._loader_step)
         grids = {k: gh * gw for k, (gh, gw) in image_grids(c, size, size).items()}   # this stage's token counts
         frac = 1.0 if stage.understanding_only else c.data.understanding_fraction
+        if c.data.dataset == 'shards': frac = sum(it['kind'] == 'understanding' for it in items) / len(items)   # the shares decide
         return collate(items, tr.tok, grids['rep'] * c.model.rf, grids['pixel'], grids['rep'], c.data.max_text_len,
                        frac, c.model.caption_lm)
     tr._loader_step = start
-    sampler = StepBatchSampler(len(tr.data), c.train.batch_size, c.train.seed, start)
-    # its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which a resume would shift
-    loader = DataLoader(StagedImages(c, tr.data), batch_sampler=SizedSteps(sampler, c), collate_fn=lambda items: items,
-                        num_workers=tr.num_workers, generator=torch.Generator().manual_seed(c.train.seed + start))
+    if c.data.dataset == 'shards': loader = shard_steps(tr, start)
+    else:
+        sampler = StepBatchSampler(len(tr.data), c.train.batch_size, c.train.seed, start)
+        # its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which a resume would shift
+        loader = DataLoader(StagedImages(c, tr.data), batch_sampler=SizedSteps(sampler, c), collate_fn=lambda items: items,
+                            num_workers=tr.num_workers, generator=torch.Generator().manual_seed(c.train.seed + start))
     for batch in loader:
         yield collate_fn(batch); tr._loader_step += 1
 
@@ -254,8 +276,9 @@ class Trainer(TrainerHooks):
         self.prepare()
         if model is None: check_memory(cfg, self.device, self.world, self.replicas)  # then data: every error before any weights
         self.tok = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size)
-        self.data = build_dataset(cfg.data, 'train')
-        if cfg.train.batch_size > len(self.data):
+        self.data = None if cfg.data.dataset == 'shards' else build_dataset(cfg.data, 'train')   # shards stream: `shard_steps`
+        self.loader, self.data_state = None, None                  # the shard loader, and the state a resume continues it from
+        if self.data is not None and cfg.train.batch_size > len(self.data):
             raise ValueError(f'train.batch_size={cfg.train.batch_size} exceeds the {len(self.data)} training examples: '
                              f'lower it or give more data (data.n_train)')
         self.step, self.num_workers, self.history, self.skipped = 0, num_workers, [], 0
@@ -338,7 +361,9 @@ def save(tr: Trainer,  # the run to save: model, EMA, optimizer, step, metrics
     "Write a checkpoint of the run and keep the newest `train.keep_last`; refuse weights with NaN or inf."
     if n := _nonfinite_weights(tr.model, tr.ema.module):
         raise Divergence(f'step {tr.step}: the weights hold {n:,} NaN or inf values; not saved, earlier checkpoints kept')
-    return save_checkpoint(root, tr.step, tr.model, tr.ema.module, tr.opt.state_dict(), tr.history, tr.cfg, tr.cfg.train.keep_last)
+    data = tr.loader.state_dict() if tr.loader else None           # a stream's position: the next step's batch
+    if data and data['step'] != tr.step: raise RuntimeError(f'the shard loader is at step {data["step"]}, the run at {tr.step}: not saved')
+    return save_checkpoint(root, tr.step, tr.model, tr.ema.module, tr.opt.state_dict(), tr.history, tr.cfg, tr.cfg.train.keep_last, data)
 
 # %% ../../nbs/31_train.ipynb #0c3d8e26
 @classmethod
@@ -352,7 +377,7 @@ def _load(cls, ck: str, out: str, device, num_workers: int, **kwargs) -> Trainer
     except (ValueError, KeyError, TypeError) as e:                    # a state that parses but does not fit (CheckpointError passes)
         if isinstance(e, CheckpointError): raise
         raise CheckpointError(f'{ck}: its training state does not load ({type(e).__name__}: {e}); use another checkpoint') from None
-    tr.step, tr.history = st['step'], st['history']
+    tr.step, tr.history, tr.data_state = st['step'], st['history'], st['data']
     return tr
 Trainer.load = _load   # a hook: `ParallelTrainer.load` reads sharded checkpoints
 
