@@ -12,10 +12,10 @@ from .core.presets import PRESETS
 
 # %% auto #0
 __all__ = ['positive', 'Parser', 'at_least', 'finite_float', 'positive_float', 'writable', 'cmd_presets', 'cmd_config',
-           'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_train', 'cmd_pretrain_encoder', 'cmd_pretrain_ssl',
-           'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'sample_overrides', 'cmd_eval', 'cmd_train_judge',
-           'sweep_grid', 'cmd_sweep', 'cmd_edits', 'cmd_compare', 'cmd_ablate', 'cmd_demo', 'cmd_curve',
-           'cmd_digits_curve', 'build_parser', 'main']
+           'gpu_counts', 'cmd_plan', 'cmd_preview', 'cmd_export_shards', 'cmd_train', 'cmd_pretrain_encoder',
+           'cmd_pretrain_ssl', 'cmd_pretrain_autoencoder', 'cmd_sample', 'plan_sizes', 'sample_overrides', 'cmd_eval',
+           'cmd_train_judge', 'sweep_grid', 'cmd_sweep', 'cmd_edits', 'cmd_compare', 'cmd_ablate', 'cmd_demo',
+           'cmd_curve', 'cmd_digits_curve', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #018b3b1f
 class Parser(argparse.ArgumentParser):
@@ -123,6 +123,27 @@ def _parse_preview(sub):
     p.add_argument('--n', type=positive, default=16); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cifar10', default='', help='local CIFAR-10 root to include'); p.add_argument('--imagenet64', default='', help='local ImageNet-64 folder to include')
     p.set_defaults(fn=cmd_preview)
+
+# %% ../nbs/90_cli.ipynb #f64e0724
+def cmd_export_shards(args):
+    "Write a preset's data set (one split, one kind) as WebDataset tar shards."
+    from rf_ref.data.shards import export_shards
+    writable(args.out, '--out', folder=True)
+    cfg = get_config(args.preset, args.overrides)
+    paths = export_shards(cfg.data, args.out, args.kind, args.n, args.per_shard, args.split, progress=not args.quiet)
+    print(f'wrote {len(paths)} shards to {args.out}: train on them with data.dataset=shards "data.sources=(\'{args.out}\',)"')
+
+def _parse_export_shards(sub):
+    "The `rf-ref export-shards` subcommand and its arguments."
+    p = sub.add_parser('export-shards', help="write a preset's data set as WebDataset tar shards (image + .txt, or image + .json conversation)")
+    p.add_argument('--preset', default='shapes-tiny', help='its data section picks the data set (shapes, digits, cifar10, imagenet64)')
+    p.add_argument('--out', required=True, help='an empty folder for the .tar files')
+    p.add_argument('--kind', default='generation', choices=('generation', 'understanding', 'text'))
+    p.add_argument('--n', type=at_least(0), default=0, help='items to write (0: the whole split)')
+    p.add_argument('--per-shard', type=positive, default=1000, help='samples per tar file')
+    p.add_argument('--split', default='train', choices=('train', 'test')); p.add_argument('--quiet', action='store_true')
+    p.add_argument('overrides', nargs='*', help='config overrides, e.g. data.root=data/cifar10')
+    p.set_defaults(fn=cmd_export_shards)
 
 # %% ../nbs/90_cli.ipynb #59f36992
 def _train_distributed(args):
@@ -613,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog='rf-ref', description='Representation Forcing reference implementation.')
     ap.add_argument('--debug', action='store_true', help='on an error, show the full traceback (accepted anywhere on the line)')
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (_parse_presets, _parse_config, _parse_plan, _parse_preview, _parse_train, _parse_pretrain_encoder,
+    for add in (_parse_presets, _parse_config, _parse_plan, _parse_preview, _parse_export_shards, _parse_train, _parse_pretrain_encoder,
                 _parse_pretrain_ssl, _parse_pretrain_autoencoder, _parse_sample, _parse_eval, _parse_sweep, _parse_edits,
                 _parse_compare, _parse_train_judge,
                 _parse_ablate, _parse_demo, _parse_curve, _parse_digits_curve):
