@@ -1,7 +1,8 @@
 """`rf-ref train` under `torchrun --nproc-per-node 2` on CPU (gloo): five steps on two ranks give the losses of the same
 distributed path in one process on the same global batches; a run whose processes are SIGKILLed inside a save resumes
 on one process (resharded) to the losses of the uninterrupted run; the export loads with `load_model` and samples; and
-packed rows (rf_ref.scale.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does."""
+packed rows (rf_ref.scale.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does;
+and a run streamed from shards (rf_ref.data.shards), each rank reading its own, resumes on two ranks to the same losses."""
 import json, os, subprocess, sys
 import pytest
 import torch
@@ -118,3 +119,22 @@ def _packed_worker(rank: int, world: int):
 
 def test_packed_rows_under_fsdp_on_two_ranks():
     spawn(_packed_worker)
+
+
+def test_streamed_shards_on_two_ranks_resume_exactly(tmp_path):
+    "Each rank streams its own shards; a run stopped at step 2 and resumed on two ranks repeats the straight run's losses."
+    from rf_ref.core.presets import get_config
+    from rf_ref.data.shards import export_shards
+    data = get_config('shapes-tiny', TINY).data
+    export_shards(data, str(tmp_path / 'gen'), n=64, per_shard=8, progress=False)
+    export_shards(data, str(tmp_path / 'und'), 'understanding', n=32, per_shard=8, progress=False)
+    streamed = [*TINY, 'train.stages.0.steps=4', 'data.dataset=shards', f"data.sources=('{tmp_path}/gen', '{tmp_path}/und')",
+                'data.shares=(0.5, 0.5)']
+    r = torchrun(['--out', str(tmp_path / 'straight'), '--no-export', *streamed]); assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(['--out', str(tmp_path / 'stopped'), '--no-export', '--steps', '2', *streamed]); assert r.returncode == 0, r.stderr[-3000:]
+    state = json.load(open(tmp_path / 'stopped' / 'ckpt' / 'step-00000002' / 'state.json'))['data']
+    assert [(s['step'], s['world']) for s in state] == [(2, 2), (2, 2)], state        # one stream position per rank
+    r = torchrun(['--resume', str(tmp_path / 'stopped'), '--no-export']); assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_losses(records(tmp_path / 'stopped'), records(tmp_path / 'straight'), tol=0)
+    r = one_process(['--resume', str(tmp_path / 'stopped')])    # one rank cannot continue two ranks' streams
+    assert r.returncode == 2 and 'streamed its shards on 2 ranks: resume it on 2 ranks, not 1' in r.stderr, r.stderr[-2000:]

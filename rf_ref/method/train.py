@@ -227,8 +227,10 @@ def shard_steps(tr,           # a `Trainer` of a run on data.dataset='shards'
     state = tr.data_state if tr.data_state and tr.data_state['step'] == start else None
     if start and state is None:
         raise CheckpointError(f'step {start}: the checkpoint holds no shard loader state for this step, so the stream cannot continue where it was')
-    tr.loader = ShardLoader(d.sources, d.shares or (1,) * len(d.sources), c.train.batch_size, num_workers=tr.num_workers,
-                            seed=c.train.seed, max_skipped=d.max_skipped, state=state)
+    if c.train.batch_size % tr.world:
+        raise ValueError(f'train.batch_size={c.train.batch_size} does not split over {tr.world} ranks: each rank streams its own rows; give a multiple')
+    tr.loader = ShardLoader(d.sources, d.shares or (1,) * len(d.sources), c.train.batch_size // tr.world, tr.rank, tr.world,
+                            tr.num_workers, c.train.seed, d.max_skipped, state)
     for step, items in enumerate(tr.loader, start):
         if text := [it['key'] for it in items if it['kind'] == 'text']:
             raise ValueError(f'sample {text[0]!r} is pure text: it trains in packed rows (data.packing), which the padded trainer does not build')

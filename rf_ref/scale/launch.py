@@ -100,6 +100,7 @@ class ParallelTrainer(Trainer):
     def on_lead(self, fn): return on_rank0(fn)
     def prepare(self): self.mesh = make_mesh(replicas=self.replicas, device_type=self.device.type)
     def check_batches(self):   # each stage's rows divide among the ranks, found before the model is built
+        if self.cfg.data.dataset == 'shards': return   # each rank streams its own rows: `shard_steps` checks as it starts
         workers, self.num_workers = self.num_workers, 0
         for start in accumulate([0] + [s.steps for s in self.cfg.train.stages[:-1]]):
             split_batches(next(self.batches(start)), self.rank, self.world)
@@ -112,7 +113,8 @@ class ParallelTrainer(Trainer):
 
     def losses(self, batches: dict) -> dict:  # the step's global batch: one item of `batches`
         "This rank's rows through `global_losses`, means over every rank's rows; `train.train_step` calls it."
-        mine = {k: None if b is None else b.to(self.device) for k, b in split_batches(batches, self.rank, self.world).items()}
+        own = batches if self.cfg.data.dataset == 'shards' else split_batches(batches, self.rank, self.world)   # shards: already this rank's
+        mine = {k: None if b is None else b.to(self.device) for k, b in own.items()}
         return global_losses(self.model, mine, train=True, seed=self.cfg.train.seed, step=self.step)
 
 # %% ../../nbs/66_launch.ipynb #851332a7
@@ -125,8 +127,10 @@ def parallel_save(tr: ParallelTrainer,  # the run to save, on every rank
                                  for v in m.state_dict().values() if v.is_floating_point())), device=tr.device)
     dist.all_reduce(bad)
     if bad: raise Divergence(f'step {tr.step}: the weights hold {int(bad):,} NaN or inf values; not saved, earlier checkpoints kept')
-    tr.checkpoint = save_sharded(os.path.join(tr.out_dir, 'ckpt'), tr.step, tr.model, tr.opt, tr.ema, {'history': tr.history},
-                                 tr.cfg.train.keep_last)
+    mine = tr.loader.state_dict() if tr.loader else None; data = [mine] * tr.world
+    if tr.world > 1: dist.all_gather_object(data, mine)              # a stream's position, rank by rank
+    state = {'history': tr.history} | ({'data': data} if tr.loader else {})
+    tr.checkpoint = save_sharded(os.path.join(tr.out_dir, 'ckpt'), tr.step, tr.model, tr.opt, tr.ema, state, tr.cfg.train.keep_last)
     return tr.checkpoint
 
 @classmethod
@@ -141,6 +145,10 @@ def _load(cls, folder: str, out: str, device, num_workers: int, **kwargs) -> Par
     if world_info()[1] > 1: dist.all_gather_object(errors, mine)   # every rank falls back, or none does
     if bad := [e for e in errors if e]: raise CheckpointError(bad[0])
     tr.step, tr.history, tr.checkpoint = state['step'], state['history'], state['path']
+    if data := state.get('data'):   # a streamed run: this rank's position, on the ranks it was saved with
+        if len(data) != tr.world:   # not damage: the checkpoint stays as it is
+            raise ValueError(f'{folder} streamed its shards on {len(data)} ranks: resume it on {len(data)} ranks, not {tr.world}')
+        tr.data_state = data[tr.rank]
     return tr
 ParallelTrainer.load = _load
 
