@@ -149,11 +149,13 @@ def _parse_export_shards(sub):
 def _train_distributed(args):
     "`rf-ref train` on one rank of a torchrun launch, or in one process with --distributed (see the launch notebook)."
     from rf_ref.scale.launch import train_distributed
+    from rf_ref.scale.packed_train import trainer_for, trainer_of
     from rf_ref.core.runs import plot_history
     cfg = None if args.resume else get_config(args.preset or 'shapes-tiny', args.overrides)
     out = args.out or (None if args.resume else writable(cfg.train.out_dir, '--out', folder=True))
+    cls = trainer_for(cfg, parallel=True) if cfg else trainer_of(args.resume, parallel=True)   # packed rows or padded
     run = train_distributed(cfg, out, args.resume, args.steps, args.device, args.ac or 'none', args.replicas or 1,
-                            num_workers=args.workers, export=not args.no_export)
+                            num_workers=args.workers, export=not args.no_export, trainer=cls)
     if not run: return   # ranks other than 0: rank 0 reports
     plot_history(run['history'], title=run['cfg'].name).savefig(os.path.join(run['run'], 'losses.png'), dpi=120)
     export = f"{run['export']} (sample with rf-ref sample --ckpt {run['export']}), " if run['export'] else ''
@@ -168,12 +170,13 @@ def cmd_train(args):
     if args.distributed or launched() or (args.resume and sharded_run(args.resume)): return _train_distributed(args)
     if args.ac or args.replicas or args.no_export:
         raise ValueError('--ac, --replicas and --no-export are for distributed training: launch with torchrun, or add --distributed')
-    from rf_ref.method.train import Trainer, resume, fit
+    from rf_ref.method.train import resume, fit
+    from rf_ref.scale.packed_train import trainer_for, trainer_of
     from rf_ref.core.runs import plot_history
-    if args.resume: tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers)
+    if args.resume: tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers, trainer=trainer_of(args.resume))
     else:
         cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
-        tr = Trainer(cfg, writable(args.out or cfg.train.out_dir, '--out', folder=True), args.device, num_workers=args.workers)
+        tr = trainer_for(cfg)(cfg, writable(args.out or cfg.train.out_dir, '--out', folder=True), args.device, num_workers=args.workers)
     print(f'training {tr.cfg.name} on {tr.device} from step {tr.step}; writing to {tr.out_dir}')
     fit(tr, args.steps)
     fig = plot_history(tr.history, title=tr.cfg.name); fig.savefig(os.path.join(tr.out_dir, 'losses.png'), dpi=120)

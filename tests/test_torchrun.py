@@ -1,8 +1,9 @@
 """`rf-ref train` under `torchrun --nproc-per-node 2` on CPU (gloo): five steps on two ranks give the losses of the same
 distributed path in one process on the same global batches; a run whose processes are SIGKILLed inside a save resumes
 on one process (resharded) to the losses of the uninterrupted run; the export loads with `load_model` and samples; and
-packed rows (rf_ref.scale.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does;
-and a run streamed from shards (rf_ref.data.shards), each rank reading its own, resumes on two ranks to the same losses."""
+packed rows (rf_ref.scale.packing) train under FSDP2 on two ranks, each rank its own documents, as the unsharded model does,
+and with global token counts as one process on all ranks' documents; and a run streamed from shards (rf_ref.data.shards),
+padded or packed (rf_ref.scale.packed_train), each rank reading its own, resumes on two ranks to the same losses."""
 import json, os, subprocess, sys
 import pytest
 import torch
@@ -79,25 +80,31 @@ def test_killed_in_a_save_then_resumed_on_one_process(two_ranks, tmp_path):
     assert sorted(os.listdir(run / 'ckpt')) == ['latest', 'step-00000004', 'step-00000005']   # the dead save cleared
 
 
-def _packed_worker(rank: int, world: int):
-    torch.set_num_threads(1)
-    import copy
-    from rf_ref.core.presets import get_config
+def _rank_documents(cfg, rank: int) -> list:
+    "Rank `rank`'s documents: several sizes and kinds, and one more on rank 1."
     from rf_ref.data.datasets import load_tokenizer
-    from rf_ref.scale.launch import sharded_packed_losses
-    from rf_ref.method.model import RFModel
-    from rf_ref.scale.packing import document_noise, generation_document, pack, packed_losses, text_document, understanding_document
-    from rf_ref.scale.parallel import parallelize
     from rf_ref.data.shapes import Shapes
-    cfg = get_config('shapes-tiny', TINY[:3])
+    from rf_ref.scale.packing import generation_document, text_document, understanding_document
     tok = load_tokenizer(cfg.data.tokenizer)
-    # each rank its own documents, of several sizes and kinds
     scenes = {s: Shapes(8, image_size=s, seed=10 + rank) for s in (32, 48, 64)}
     docs = [generation_document(cfg, tok, scenes[32][0].caption, scenes[32][0].image),
             generation_document(cfg, tok, scenes[64][1].caption, scenes[64][1].image),
             understanding_document(cfg, tok, scenes[48][2].image, *scenes[48][2].qa[0][:2]),
             text_document(cfg, tok, ' and '.join(scenes[32][k].caption for k in range(2 + rank)))]
     if rank: docs.append(generation_document(cfg, tok, scenes[48][3].caption, scenes[48][3].image))
+    return docs
+
+
+def _packed_worker(rank: int, world: int):
+    torch.set_num_threads(1)
+    import copy
+    from rf_ref.core.presets import get_config
+    from rf_ref.scale.launch import sharded_packed_losses
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.packing import document_noise, pack, packed_losses
+    from rf_ref.scale.parallel import parallelize
+    cfg = get_config('shapes-tiny', TINY[:3])
+    docs = _rank_documents(cfg, rank)
     packed = pack(cfg, docs, 224)
     torch.manual_seed(0); plain = RFModel(cfg); torch.nn.init.normal_(plain.pix_head.weight, std=0.02)
     sharded = parallelize(copy.deepcopy(plain), param_dtype=torch.float32)
@@ -119,6 +126,63 @@ def _packed_worker(rank: int, world: int):
 
 def test_packed_rows_under_fsdp_on_two_ranks():
     spawn(_packed_worker)
+
+
+def _global_worker(rank: int, world: int):
+    torch.set_num_threads(1)
+    import copy
+    from rf_ref.core.presets import get_config
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.launch import sharded_packed_losses
+    from rf_ref.scale.packed_train import document_draws
+    from rf_ref.scale.packing import pack, packed_losses
+    from rf_ref.scale.parallel import global_mean, parallelize
+    cfg = get_config('shapes-tiny', TINY[:3])
+    every = [_rank_documents(cfg, r) for r in range(world)]                 # 4 and 5 documents of unequal lengths
+    mine, first = every[rank], sum(len(d) for d in every[:rank])
+    torch.manual_seed(0); plain = RFModel(cfg); torch.nn.init.normal_(plain.pix_head.weight, std=0.02)
+    sharded = parallelize(copy.deepcopy(plain), param_dtype=torch.float32)
+    got = sharded_packed_losses(sharded, pack(cfg, mine, 224), document_draws(plain, mine, 0, 3, first), mean=global_mean)
+    union = [d for docs in every for d in docs]                             # one process holding both ranks' documents
+    want = packed_losses(plain, pack(cfg, union, 224), document_draws(plain, union, 0, 3, 0))
+    got['loss'].backward(); want['loss'].backward()
+    for k in ('loss', 'lm', 'rep', 'fm'): assert abs(got[k].item() - want[k].item()) <= 1e-5, (k, got[k], want[k])
+    grads = {n: p.grad.full_tensor() for n, p in sharded.named_parameters() if p.grad is not None}
+    assert len(grads) > 50, len(grads)
+    worst = max(float((g - plain.get_parameter(n).grad).abs().max()) for n, g in grads.items())
+    assert worst <= 1e-5, worst
+    print(f'rank {rank}: loss {got["loss"].item():.6f}, one process {want["loss"].item():.6f}, gradients within {worst:.1e}')
+
+
+def test_packed_losses_are_means_over_every_ranks_tokens():
+    "Each rank packs its own documents; with global_mean the step's losses and gradients are one process's on all of them."
+    spawn(_global_worker)
+
+
+def _packed_shards(tmp_path) -> list:
+    "Overrides of a packed run streamed from generation (32 and 48 px), understanding and text shards."
+    from rf_ref.core.config import override
+    from rf_ref.core.presets import get_config
+    from rf_ref.data.shards import export_shards
+    cfg = get_config('shapes-tiny', TINY)
+    for name, size, kind in (('gen32', 32, 'generation'), ('gen48', 48, 'generation'), ('und', 32, 'understanding'), ('text', 32, 'text')):
+        export_shards(override(cfg, [f'data.image_size={size}']).data, str(tmp_path / name), kind, n=32, per_shard=8, progress=False)
+    sources = tuple(str(tmp_path / n) for n in ('gen32', 'gen48', 'und', 'text'))
+    return [*TINY, 'train.stages.0.steps=4', 'data.dataset=shards', 'data.packing=true', 'data.max_tokens=256', 'data.image_size=48',
+            f'data.sources={sources!r}', 'data.shares=(1, 1, 1, 1)', 'train.batch_size=8']
+
+
+def test_packed_training_on_two_ranks_resumes_exactly(tmp_path):
+    "rf-ref train with data.packing=true on two ranks: each packs its own streamed documents; stopped and resumed, it repeats the straight run."
+    packed = _packed_shards(tmp_path)
+    r = torchrun(['--out', str(tmp_path / 'straight'), '--no-export', *packed]); assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(['--out', str(tmp_path / 'stopped'), '--no-export', '--steps', '2', *packed]); assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(['--resume', str(tmp_path / 'stopped'), '--no-export']); assert r.returncode == 0, r.stderr[-3000:]
+    straight = records(tmp_path / 'straight')
+    assert len(straight) == 4 and all(x['rows'] >= 1 and 0 < x['fill'] <= 1 for x in straight), straight
+    assert_same_losses(records(tmp_path / 'stopped'), straight, tol=0)
+    r = one_process(['--out', str(tmp_path / 'one'), '--steps', '1', *packed]); assert r.returncode == 0, r.stderr[-3000:]   # one process, packed
+    assert records(tmp_path / 'one')[0]['rows'] >= 1
 
 
 def test_streamed_shards_on_two_ranks_resume_exactly(tmp_path):

@@ -41,6 +41,9 @@ class DataConfig:
     sources: tuple = ()               # shards: folders or brace patterns of WebDataset shards (rf_ref.data.shards)
     shares: tuple = ()                # shards: each source's share of every batch; () = equal shares
     max_skipped: int = 100            # shards: damaged samples tolerated in all before the run stops
+    packing: bool = False             # shards: pack each step's documents, each at its own size (NaViT), into rows of
+                                      # max_tokens with per-document masks (the paper's 32,768-token rows; `packed_train`)
+    max_tokens: int = 2_048           # packing: tokens per row; a longer document is an error
 
 # %% ../../nbs/01_config.ipynb #90ecfd1c
 @dataclass
@@ -124,6 +127,8 @@ class ModelConfig:
     autoencoder: str = 'autoencoder_shapes.safetensors'  # latent space: the stage-0 autoencoder (`rf-ref pretrain-autoencoder`)
     latent_channels: int = 4          # latent space: the autoencoder's channels ...
     latent_factor: int = 4            # ... and downsampling factor (32 px -> 8 x 8 latents)
+    lm_chunk: int = 4_096             # L_LM's cross-entropy over this many tokens at a time, each chunk's logits recomputed
+                                      # in the backward: (tokens, vocabulary) logits never exist at once (151,936 at paper scale)
 
 # %% ../../nbs/01_config.ipynb #4bb9adfa
 @dataclass
@@ -226,7 +231,7 @@ def _check(ok, msg):
     if not ok: raise ValueError(msg)
 
 # Ranges of single fields, by section ('stage' is each entry of train.stages).
-_AT_LEAST_1 = {'data': 'image_size channels max_text_len', 'model': 'latent_channels latent_factor', 'encoder': 'patch_size width depth heads mlp_hidden pool',
+_AT_LEAST_1 = {'data': 'image_size channels max_text_len max_tokens', 'model': 'latent_channels latent_factor lm_chunk', 'encoder': 'patch_size width depth heads mlp_hidden pool',
                'vq': 'sinkhorn_iters', 'mot': 'vocab_size width depth heads kv_heads head_dim ffn_hidden n_experts max_position',
                'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
@@ -313,6 +318,8 @@ def _check_choices(cfg: Config):
     _check(all(isinstance(s, str) and s for s in d.sources), f"data.sources={d.sources!r} must be paths, e.g. ('shards/gen', 'shards/und')")
     _check(not d.shares or (len(d.shares) == len(d.sources) and all(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0 for s in d.shares)),
            f'data.shares={d.shares!r}: give one share >= 0 per source of data.sources ({len(d.sources)}), e.g. (0.75, 0.25), or () for equal')
+    _check(not d.packing or d.dataset == 'shards', f"data.packing=true packs streamed documents, but data.dataset={d.dataset!r}: "
+           "set data.dataset=shards (rf-ref export-shards writes any data set as shards)")
 
 # %% ../../nbs/01_config.ipynb #2c401a77
 def _check_sizes(cfg: Config):

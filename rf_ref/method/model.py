@@ -17,6 +17,7 @@ from .mot import MoTTransformer, attention_mask
 from .flow import patchify, sample_t, add_noise, flow_loss
 from .baselines import RepaProjector, repa_block, repa_targets, repa_loss, capture_output, AutoEncoder
 from contextlib import nullcontext
+from torch.utils.checkpoint import checkpoint
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'add_pixel_parts', 'RFModel', 'flow_input', 'flow_output',
@@ -257,13 +258,20 @@ def _shift_gather(hidden,  # (b, n, d)
     prev = torch.zeros_like(where); prev[:, :-1] = where[:, 1:]
     return hidden[prev]                                                   # (s, d), row-major order
 
+def _ce_sum(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(h).float(), y, reduction='sum')
+
 def lm_loss(model: RFModel,
             hidden: torch.Tensor,    # (b, n, d) backbone output
-            targets: torch.Tensor):  # (b, n) next-token ids, IGNORE where there is none
-    "Mean next-token cross-entropy over positions with a target."
+            targets: torch.Tensor,   # (b, n) next-token ids, IGNORE where there is none
+            chunk: int = 0):         # tokens per cross-entropy chunk; 0: model.lm_chunk
+    "Mean next-token cross-entropy over positions with a target, `chunk` tokens at a time: each chunk's logits are recomputed in the backward."
     has = targets != IGNORE
     if not has.any(): return hidden.new_zeros(())
-    return F.cross_entropy(model.lm_head(hidden[has]).float(), targets[has])
+    h, y, c = hidden[has], targets[has], chunk or model.cfg.model.lm_chunk   # (s, d), (s,)
+    if len(y) <= c: return F.cross_entropy(model.lm_head(h).float(), y)
+    parts = [checkpoint(_ce_sum, model.lm_head, h[i:i + c], y[i:i + c], use_reentrant=False) for i in range(0, len(y), c)]
+    return torch.stack(parts).sum() / len(y)
 
 def rep_loss(model: RFModel,
              hidden: torch.Tensor,   # (b, n, d) backbone output

@@ -22,9 +22,9 @@ from .plan import plan, count_params
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
-           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'shard_steps', 'step_batches',
-           'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term', 'train_step', 'save', 'resume', 'fit',
-           'stages_like_paper']
+           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'open_shard_loader', 'shard_steps',
+           'step_batches', 'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term', 'train_step', 'save', 'resume',
+           'fit', 'stages_like_paper']
 
 # %% ../../nbs/31_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -205,6 +205,8 @@ class TrainerHooks:
     def prepare(self): pass                                     # before anything is checked: e.g. the device mesh
     def check_batches(self): pass                               # every stage's batch fits the ranks
     def agree(self, flag: bool) -> bool: return flag            # True on every rank if on any (the time limit)
+    def examples(self, batches) -> int:                         # examples of the global batch in one item of `batches`
+        return sum(len(b) for b in batches.values() if b is not None)
 
     def build(self, model: RFModel | None, stage0: bool) -> tuple:  # (model, EMA of its weights)
         "The model from the run's seed, its stage-0 weights loaded, its EMA copy made before compiling: sampling stays eager."
@@ -218,10 +220,10 @@ class TrainerHooks:
     def write_checkpoint(self) -> str: return save(self, os.path.join(self.out_dir, 'ckpt'))   # `save` below
 
 # %% ../../nbs/31_train.ipynb #8e0a506a
-def shard_steps(tr,           # a `Trainer` of a run on data.dataset='shards'
-                start: int):  # the first step to yield the items of
-    "The items of steps start, start + 1, ... from the run's shard sources, each image at its step's stage size."
-    from rf_ref.data.shards import ShardLoader, fit_square
+def open_shard_loader(tr,           # a `Trainer` of a run on data.dataset='shards'; its `loader` is set
+                      start: int):  # the first step the loader yields the items of
+    "This rank's `ShardLoader` of the run's sources from step `start`, continued from the checkpoint's state when resumed."
+    from rf_ref.data.shards import ShardLoader
     c, d = tr.cfg, tr.cfg.data
     if not d.sources: raise ValueError("data.dataset=shards needs data.sources: folders of WebDataset shards (rf-ref export-shards writes them)")
     state = tr.data_state if tr.data_state and tr.data_state['step'] == start else None
@@ -231,9 +233,16 @@ def shard_steps(tr,           # a `Trainer` of a run on data.dataset='shards'
         raise ValueError(f'train.batch_size={c.train.batch_size} does not split over {tr.world} ranks: each rank streams its own rows; give a multiple')
     tr.loader = ShardLoader(d.sources, d.shares or (1,) * len(d.sources), c.train.batch_size // tr.world, tr.rank, tr.world,
                             tr.num_workers, c.train.seed, d.max_skipped, state)
-    for step, items in enumerate(tr.loader, start):
+    return tr.loader
+
+def shard_steps(tr,           # a `Trainer` of a run on data.dataset='shards'
+                start: int):  # the first step to yield the items of
+    "The items of steps start, start + 1, ... from the run's shard sources, each image at its step's stage size."
+    from rf_ref.data.shards import fit_square
+    c = tr.cfg
+    for step, items in enumerate(open_shard_loader(tr, start), start):
         if text := [it['key'] for it in items if it['kind'] == 'text']:
-            raise ValueError(f'sample {text[0]!r} is pure text: it trains in packed rows (data.packing), which the padded trainer does not build')
+            raise ValueError(f'sample {text[0]!r} is pure text: it trains in packed rows only; set data.packing=true')
         size = stage_image_size(c, step)
         yield [it | {'image': fit_square(it['image'], size)} for it in sorted(items, key=lambda it: it['kind'] == 'understanding')]
 
@@ -264,6 +273,7 @@ def step_batches(tr,            # a `Trainer`: its config, tokenizer, data and w
 class Trainer(TrainerHooks):
     "Trains an `RFModel` by the paper's recipe on one process; `save`/`resume` give exact resumption. `ParallelTrainer` (the launch notebook) shards it over many by overriding the hooks: `world_info`, `on_lead`, `prepare`, `check_batches`, `build`, `losses`, `write_checkpoint`, `agree`, `load`."
     replicas = 1                                       # HSDP replicas: 1 on one process
+    packs = False                                      # trains packed rows (`rf_ref.scale.packed_train.PackedTrainer`)
     def __init__(self, cfg: Config,                  # the run
                  out_dir: str | None = None,         # metrics.jsonl and ckpt/ go here; default: train.out_dir
                  device=None,                        # see `checkpoint.default_device`
@@ -272,6 +282,9 @@ class Trainer(TrainerHooks):
                  resumed: bool = False):             # `resume`'s: out_dir holds this run, and the checkpoint holds the stage-0 weights
         self.cfg, self.device = cfg, default_device(device)
         self.out_dir = out_dir or cfg.train.out_dir
+        if cfg.data.packing != self.packs:
+            raise ValueError(f'data.packing={cfg.data.packing} needs a {"packed" if cfg.data.packing else "padded"} trainer, not {type(self).__name__}: '
+                             'rf-ref train picks it; in Python use trainer_for(cfg) of rf_ref.scale.packed_train')
         self.rank, self.world = self.world_info()
         if not resumed: self.on_lead(lambda: check_fresh(self.out_dir))   # a folder with another run is refused before anything is built
         self.run_lock, self.claimed, self.first_loss = None, resumed, None   # see `fit` and `loss_guard`
@@ -436,7 +449,7 @@ def _fit(tr, end, log, bar, log_every, ckpt_every, time_limit):
     t0, seen = time.perf_counter(), 0
     for batches in tr.batches(tr.step):
         rec = train_step(tr, batches)
-        seen += sum(len(b) for b in batches.values() if b is not None)
+        seen += tr.examples(batches)
         bar.update(1)
         if 'skipped' in rec: bar.write(f"step {rec['step']}: skipped, {rec['skipped']}"); record(rec)
         elif tr.step % log_every == 0 or tr.step == end:

@@ -186,13 +186,15 @@ def train_distributed(cfg: Config | None = None,  # the run; None with `resume`
                       num_workers: int = 0,       # DataLoader worker processes
                       progress: bool = True,      # the progress bar on rank 0
                       export: bool = True,        # rank 0 writes <out_dir>/export for sampling at the end
+                      trainer: type | None = None,  # `ParallelTrainer`, or a subclass (`packed_train.PackedParallelTrainer`)
                      ) -> dict:                   # rank 0: 'run', 'ckpt', 'export' (paths), 'history', 'cfg'; other ranks: {}
     "One rank's part of a distributed `rf-ref train`: join the group, build or resume, train and save; then rank 0 exports."
     if (cfg is None) == (not resume): raise ValueError('train_distributed takes a config to start a run, or resume= to continue one')
     dev = init_distributed(device, seconds := _dist_timeout(cfg, resume))
     try:
-        tr = resume_run(resume, dev, out_dir, num_workers, ParallelTrainer, ac=ac, replicas=replicas, meta=meta) if resume else \
-             ParallelTrainer(cfg, out_dir, dev, ac, replicas, meta, init, num_workers)
+        cls = trainer or ParallelTrainer
+        tr = resume_run(resume, dev, out_dir, num_workers, cls, ac=ac, replicas=replicas, meta=meta) if resume else \
+             cls(cfg, out_dir, dev, ac, replicas, meta, init, num_workers)
         if tr.rank == 0:
             print(f'training {tr.cfg.name} on {tr.world} rank(s) ({dev.type}, FSDP2, ac={ac}) from step {tr.step}; writing to {tr.out_dir}')
         fit(tr, steps, progress)

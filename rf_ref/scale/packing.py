@@ -190,18 +190,21 @@ def packed_codebook_step(model: RFModel,
     model.vq.update_colors(ids, (torch.cat(cells) + 1) / 2)
     return {f'vq_{k}': v for k, v in stats.items()}
 
-# %% ../../nbs/63_packing.ipynb #pk299836
+# %% ../../nbs/63_packing.ipynb #335a32a3
 def _weighted(values: list, weights: list, zero):
     "sum(w v) / sum(w); `zero` when no weight."
     total = sum(weights)
     return sum(v * w for v, w in zip(values, weights)) / total if total else zero
 
+
+# %% ../../nbs/63_packing.ipynb #pk299836
 def packed_losses(model: RFModel, packed: Packed,
                   noise: list,                   # per document: `generation_noise` draws or None (`document_noise`)
                   update: bool = False,          # one codebook step on all generation images first (training)
                   flex: bool = False,            # FlexAttention block mask (on CPU: forward only)
-                  block_size: int = 128) -> dict:
-    "One backbone pass over packed rows: per-document losses and hidden states, and the step's totals."
+                  block_size: int = 128,
+                  mean=None) -> dict:            # mean(terms, counts) over more than these rows (`parallel.global_mean`); None: these rows'
+    "One backbone pass over packed rows: per-document losses and hidden states, and the step's totals (each a mean over its own tokens)."
     cfg, docs, zero = model.cfg, packed.documents, model.pix_head.weight.new_zeros(())
     if cfg.model.repa_weight > 0: raise ValueError('packed_losses has no REPA term: set model.repa_weight=0, or train REPA unpacked')
     gen = [i for i, d in enumerate(docs) if d.kind == 'generation']
@@ -223,9 +226,14 @@ def packed_losses(model: RFModel, packed: Packed,
            else {'lm': lm_loss(model, packed.of(hidden, i), packed.of(packed.targets, i))} for i, d in enumerate(docs)]
     n_lm = [int((d.targets != IGNORE).sum()) for d in docs]                               # L_LM targets per document
     n_rep = [int((d.modality == Modality.REP).sum()) * (i in inputs and not noise[i]['drop_rep']) for i, d in enumerate(docs)]
-    out = {'lm': _weighted([p['lm'] for p in per], n_lm, zero), 'rep': _weighted([p.get('rep', zero) for p in per], n_rep, zero),
-           'fm': _weighted([per[i]['fm'] for i in gen], [1] * len(gen), zero), 'aux': aux}
-    out['loss'] = objective(cfg, out['lm'], out['rep'], out['fm'], aux)
+    terms = {'lm': _weighted([p['lm'] for p in per], n_lm, zero), 'rep': _weighted([p.get('rep', zero) for p in per], n_rep, zero),
+             'fm': _weighted([per[i]['fm'] for i in gen], [1] * len(gen), zero), 'aux': aux}
+    counts = {'lm': sum(n_lm), 'rep': sum(n_rep), 'fm': len(gen), 'aux': 1}
+    means = mean(terms, counts) if mean else terms
+    out = {k: means.get(k, zero) for k in terms}
+    out['loss'] = objective(cfg, out['lm'], out['rep'], out['fm'], out['aux'])
+    for k, head in (('rep', model.rep_head), ('lm', model.lm_head)):   # no target here: a zero gradient, so every rank reduces the same tensors
+        if counts[k] == 0: out['loss'] = out['loss'] + sum(p.sum() * 0 for p in head.parameters() if p.requires_grad)
     return {**out, **stats, 'documents': per, 'hidden': [packed.of(hidden, i)[0] for i in range(len(docs))]}
 
 # %% ../../nbs/63_packing.ipynb #pk31ddb5
