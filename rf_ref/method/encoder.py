@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from ..core.config import EncoderConfig
+from ..core.kernels import BlockMask, create_block_mask, flex_kernel
 
 # Axes: b batch, c channels, h w pixel height and width, p patch size, gh gw patch-grid height and width,
 # n tokens of one image (1 CLS + r registers + gh*gw patches), N tokens of a packed sequence,
@@ -77,13 +78,14 @@ class ViTAttention(nn.Module):
     def forward(self, x: torch.Tensor,     # (b, n, d)
                 cos: torch.Tensor,         # (n, hd)
                 sin: torch.Tensor,         # (n, hd)
-                mask: torch.Tensor | None = None,  # (n, n) bool, True where a query may attend to a key
+                mask=None,                 # (n, n) bool, True where a query may attend to a key, or a FlexAttention BlockMask
                ) -> torch.Tensor:          # (b, n, d)
         b, n, d = x.shape
         q, k, v = (proj(x).reshape(b, n, self.heads, d // self.heads).transpose(1, 2)  # (b, heads, n, hd)
                    for proj in (self.query, self.key, self.value))
         q, k = apply_rope_2d(q, cos, sin), apply_rope_2d(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, n, hd)
+        if BlockMask is not None and isinstance(mask, BlockMask): y = flex_kernel(q.device.type)(q, k, v, block_mask=mask)
+        else: y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, n, hd)
         return self.out(y.transpose(1, 2).reshape(b, n, d))         # (b, n, d)
 
 # %% ../../nbs/20_encoder.ipynb #bb70878d
@@ -117,12 +119,16 @@ class Block(nn.Module):
         return x + self.mlp_scale * self.mlp(self.mlp_norm(x))
 
 # %% ../../nbs/20_encoder.ipynb #808b6bc7
-def block_diagonal_mask(lengths: list,  # tokens of each packed segment
+def block_diagonal_mask(lengths: list,        # tokens of each packed segment
                         device=None,
-                       ) -> torch.Tensor:  # (N, N) bool, N = sum(lengths): True inside a segment
-    "Attention mask of packed segments that must not see each other."
+                        flex: bool = False,   # a FlexAttention BlockMask: only the blocks inside segments are computed
+                        block_size: int = 128):
+    "Attention mask of packed segments that must not see each other: (N, N) bool, N = sum(lengths), True inside a segment."
     segment = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))  # (N,)
-    return segment[:, None] == segment[None, :]  # (N, N)
+    if not flex: return segment[:, None] == segment[None, :]  # (N, N)
+    if create_block_mask is None: raise RuntimeError(f'FlexAttention needs torch >= 2.5 (found {torch.__version__}): use flex=False')
+    def mask_mod(b, h, q, kv): return segment[q] == segment[kv]
+    return create_block_mask(mask_mod, None, None, len(segment), len(segment), device=segment.device, BLOCK_SIZE=block_size)
 
 # %% ../../nbs/20_encoder.ipynb #f08d7469
 def _grid_size(encoder: ViTEncoder, images: torch.Tensor) -> tuple:
@@ -179,7 +185,7 @@ def _pack(encoder: ViTEncoder, images: list) -> tuple:
         c, s = _rope_tables(encoder, gh, gw, img.device)
         seqs.append(_embed(encoder, img[None])[0]); cos.append(c); sin.append(s); grids.append((gh, gw))  # (n_i, d)
     lengths = [len(s) for s in seqs]
-    mask = block_diagonal_mask(lengths, seqs[0].device)                            # (N, N)
+    mask = block_diagonal_mask(lengths, seqs[0].device, flex=seqs[0].is_cuda and create_block_mask is not None)  # (N, N); CUDA: a BlockMask
     return torch.cat(seqs)[None], torch.cat(cos), torch.cat(sin), mask, lengths, grids  # (1, N, d), (N, hd), (N, hd)
 
 # %% ../../nbs/20_encoder.ipynb #ba5f3588
