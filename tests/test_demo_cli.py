@@ -1,6 +1,6 @@
 """`rf-ref demo` as `make demo` runs it, through the installed command (a tiny budget)."""
 import json, subprocess
-from conftest import ROOT, BIN
+from conftest import BIN
 
 CATEGORIES = {'single_object', 'two_objects', 'counting', 'colors', 'position', 'color_attr'}
 

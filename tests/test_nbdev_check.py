@@ -1,5 +1,5 @@
 """`make test` must refuse an unexported or uncleaned notebook: run the same check in a scratch clone."""
-import json, shutil, subprocess
+import json, subprocess
 import pytest
 from conftest import ROOT, BIN
 

@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 import pytest
 import torch
-from torch import nn
 from torch.testing import assert_close
 from safetensors.torch import load_file, save_file
 

@@ -202,3 +202,60 @@ def test_streamed_shards_on_two_ranks_resume_exactly(tmp_path):
     assert_same_losses(records(tmp_path / 'stopped'), records(tmp_path / 'straight'), tol=0)
     r = one_process(['--resume', str(tmp_path / 'stopped')])    # one rank cannot continue two ranks' streams
     assert r.returncode == 2 and 'streamed its shards on 2 ranks: resume it on 2 ranks, not 1' in r.stderr, r.stderr[-2000:]
+
+
+def hf_folders(root) -> tuple:
+    "A tiny random Qwen3-MoE and a tiny random DINOv3 ViT, saved by transformers in several safetensors shards each."
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel, Qwen3MoeConfig, Qwen3MoeForCausalLM
+    torch.manual_seed(0)
+    llm = Qwen3MoeForCausalLM(Qwen3MoeConfig(vocab_size=264, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                                             moe_intermediate_size=32, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True))
+    vit = DINOv3ViTModel(DINOv3ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, patch_size=4,
+                                         num_register_tokens=4, image_size=32, use_gated_mlp=True, hidden_act='silu', layerscale_value=0.5))
+    with torch.no_grad():
+        for p in [*llm.parameters(), *vit.parameters()]: p.add_(0.1 * torch.randn_like(p))
+    llm.save_pretrained(root / 'qwen3-moe', max_shard_size='40KB'); vit.save_pretrained(root / 'dinov3', max_shard_size='40KB')
+    return str(root / 'qwen3-moe'), str(root / 'dinov3')
+
+
+def pretrained_config(llm: str, vit: str, extra=()):
+    "shapes-tiny with the backbone and encoder of the two folders, which the run starts from."
+    from dataclasses import replace
+    from rf_ref.core.config import override
+    from rf_ref.core.presets import get_config
+    from rf_ref.scale.pretrained import dinov3_config, qwen3_config
+    cfg = get_config('shapes-tiny', ['train.precision=fp32', *extra])
+    cfg = replace(cfg, mot=replace(qwen3_config(llm), pretrained=llm), encoder=dinov3_config(vit, pool=2, pretrained=vit))
+    return override(cfg, [])   # validated
+
+
+def _pretrained_worker(rank: int, world: int, llm: str, vit: str):
+    torch.set_num_threads(1)
+    from dataclasses import replace
+    from rf_ref.method.model import RFModel
+    from rf_ref.scale.launch import build_parallel
+    from rf_ref.scale.parallel import make_mesh
+    from rf_ref.scale.pretrained import load_pretrained
+    cfg = pretrained_config(llm, vit)
+    model, ema = build_parallel(cfg, torch.device('cpu'), make_mesh(device_type='cpu'))   # on meta, sharded, then loaded
+    mine = model.pretrained
+    whole = RFModel(replace(cfg, mot=replace(cfg.mot, pretrained=''), encoder=replace(cfg.encoder, pretrained='')))
+    ref = load_pretrained(whole, llm, vit)                                                # load, then (here) no sharding
+    loaded = {o for o, *_ in ref.loaded}
+    every = [None] * world; dist.all_gather_object(every, {o for o, *_ in mine.loaded})   # a rank holding no row of a tensor skips it
+    assert len(loaded) > 40 and set().union(*every) == loaded, (len(loaded), loaded ^ set().union(*every))
+    params, shadow = dict(model.named_parameters()), dict(ema.module.named_parameters())
+    for name in sorted(loaded):                                                           # the same order on every rank
+        got, want = params[name].full_tensor(), whole.get_parameter(name)
+        assert torch.allclose(got, want, atol=1e-6, rtol=0), (name, (got - want).abs().max())
+        assert torch.equal(shadow[name].full_tensor(), got), name                        # the EMA starts at the loaded weights
+    total = sum(x.numel() * x.element_size() for x in whole.state_dict().values())
+    assert mine.bytes_read < 0.7 * ref.bytes_read and mine.largest_read <= ref.largest_read, (mine.bytes_read, ref.bytes_read)
+    print(f'rank {rank}: read {mine.bytes_read:,} bytes (largest tensor {mine.largest_read:,}) of the {ref.bytes_read:,} that '
+          f'loading whole reads; the whole model is {total:,} bytes')
+
+
+def test_pretrained_folders_load_after_sharding_on_two_ranks(tmp_path):
+    "Each rank reads only its rows of the Hugging Face files into its shards: the same weights as loading whole, at about half the reads."
+    spawn(_pretrained_worker, *hf_folders(tmp_path))

@@ -62,7 +62,7 @@ class EncoderConfig:
     norm_eps: float = 1e-5
     pool: int = 2                     # 2x2 pooling: N representation tokens per 4N patches
     ema_decay: float = 0.999          # target encoder; faster than the paper's weights EMA at toy step counts
-    pretrained: str = ''              # stage-0 checkpoint (toy) or DINOv3 checkpoint folder (paper)
+    pretrained: str = ''              # a stage-0 file (toy), or a DINOv3 Hugging Face folder loaded after sharding (paper)
 
 # %% ../../nbs/01_config.ipynb #5c74cfa1
 @dataclass
@@ -98,6 +98,8 @@ class MoTConfig:
     qk_norm: bool = True
     tie_embeddings: bool = False      # Qwen3-30B-A3B keeps them untied
     max_position: int = 4096          # RoPE table length; one position per image segment keeps this small
+    pretrained: str = ''              # a Qwen3(-MoE) Hugging Face folder: backbone, embeddings and LM head start from it,
+                                      # each rank reading its own shards after FSDP2 has sharded the model (paper)
 
 # %% ../../nbs/01_config.ipynb #9c4f21e1
 @dataclass

@@ -77,12 +77,17 @@ def load_encoder(model: RFModel,  # receives the weights in `model.encoder` and 
     model.target_encoder.module.load_state_dict(model.encoder.state_dict())
 
 def load_stage0(model: RFModel,  # a fresh model, built whole or on the meta device
-                cfg: Config):    # encoder.pretrained; model.space and model.autoencoder
+                cfg: Config,     # encoder.pretrained; model.space and model.autoencoder
+                sharded: bool = False):  # True: a DINOv3 folder is left to the sharded trainer, which loads it after sharding
     "Load what a run starts from: the stage-0 encoder (and its EMA target), and the frozen autoencoder in latent space."
-    parts = ([model.encoder, model.target_encoder] if cfg.encoder.pretrained else []) + \
-            ([model.autoencoder] if cfg.model.space == 'latent' else [])
+    folder = os.path.isdir(cfg.encoder.pretrained)   # a DINOv3 folder (`rf_ref.scale.launch.build_parallel` loads it)
+    if folder and not sharded:
+        raise ValueError(f'encoder.pretrained={cfg.encoder.pretrained!r} is a folder (a DINOv3 checkpoint): it loads into the sharded '
+                         'model, so train with torchrun or rf-ref train --distributed, or give a stage-0 file')
+    stage0 = cfg.encoder.pretrained and not folder
+    parts = ([model.encoder, model.target_encoder] if stage0 else []) + ([model.autoencoder] if cfg.model.space == 'latent' else [])
     for part in parts:   # built on meta: CPU storage for the files to fill
         if any(t.is_meta for t in part.state_dict().values()): part.to_empty(device='cpu')
-    if cfg.encoder.pretrained: load_encoder(model, cfg.encoder.pretrained)
+    if stage0: load_encoder(model, cfg.encoder.pretrained)
     if cfg.model.space == 'latent':
         load_autoencoder(model.autoencoder, cfg.model.autoencoder, next(model.autoencoder.parameters()).device)

@@ -18,6 +18,7 @@ from ..method.model import RFModel
 from .packing import Packed, packed_losses
 from .parallel import global_losses, make_mesh, materialize_parallel, parallelize, split_batches, world_info
 from .build import build_model
+from .pretrained import load_pretrained
 from ..method.pretrain import load_stage0
 from ..method.train import Divergence, Trainer, compute_dtype, fit, resume as resume_run
 from ..core.runs import candidates, die_with_agent, on_rank0
@@ -67,16 +68,20 @@ def build_parallel(cfg: Config,                 # the run
                    init=None,                   # called with the model before it is sharded, e.g. to load pretrained weights
                    stage0: bool = True,         # load the stage-0 files (False when resuming: the checkpoint holds them)
                   ) -> tuple:                   # (model, EMA of its weights), sharded
-    "The run's model, its stage-0 weights loaded, with its EMA, sharded by FSDP2 over `mesh` (see above)."
-    meta = device.type != 'cpu' if meta is None else meta
+    "The run's model, its stage-0 weights loaded, with its EMA, sharded by FSDP2 over `mesh`; Hugging Face folders load after sharding."
+    llm, vit = cfg.mot.pretrained, cfg.encoder.pretrained if os.path.isdir(cfg.encoder.pretrained) else ''
+    meta = (device.type != 'cpu' or bool(llm or vit)) if meta is None else meta
     torch.manual_seed(cfg.train.seed)              # as `Trainer` seeds before it builds
     model = build_model(cfg) if meta else RFModel(cfg)
     ema = EMA(model) if meta else None            # on meta a free copy: `materialize_parallel` sets it to the weights
-    if stage0: load_stage0(model, cfg)
+    if stage0: load_stage0(model, cfg, sharded=True)
     if init is not None: init(model)
     if ema is None: ema = EMA(model)
     parallelize(model, mesh, ac, {'dynamic': True} if cfg.train.compile else False, compute_dtype(cfg, device), torch.float32, ema)
     if meta: materialize_parallel(model, device, seed=cfg.train.seed, ema=ema)   # every tensor still on meta, then the EMA
+    if stage0 and (llm or vit):                   # each rank reads its own rows of the files (`pretrained.stream_checkpoint`)
+        model.pretrained = load_pretrained(model, llm or None, vit or None, device=device)
+        ema.update(model, 0.0)                    # the EMA starts at the loaded weights
     return model, ema
 
 # %% ../../nbs/66_launch.ipynb #7e5a32c8

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 from safetensors import safe_open
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 from ..core.config import EncoderConfig, MoTConfig
 from ..method.encoder import dinov3_name, encoder_config_from_dinov3, fold_imagenet_norm
 from .qwen3 import mot_config_from_qwen3, qwen3_destinations
@@ -63,9 +65,13 @@ class LoadReport:
     to_init: list = field(default_factory=list)  # (our name, shape, bytes) still on meta after the load
     unused: list = field(default_factory=list)   # (their name, file): checkpoint tensors nothing took
     files: list = field(default_factory=list)    # the shard files read, in order
+    bytes_read: int = 0                          # host memory of every tensor read from the files, all together
+    largest_read: int = 0                        # ... and of the largest one: a load holds one at a time
 
     @property
     def bytes_loaded(self) -> int: return sum(b for *_, b in self.loaded)
+    def took(self, t: torch.Tensor) -> torch.Tensor:   # count a tensor read from a file
+        n = t.numel() * t.element_size(); self.bytes_read += n; self.largest_read = max(self.largest_read, n); return t
 
     def summary(self) -> str:
         groups = defaultdict(lambda: [0, 0])
@@ -121,6 +127,9 @@ def check_fits(ours,            # the model's `cfg.mot` or `cfg.encoder`
 def _part(index: tuple) -> str:  # (2, slice(0, 32)) -> '[2, 0:32]'
     return '[' + ', '.join(f'{i.start}:{i.stop}' if isinstance(i, slice) else str(i) for i in index) + ']' if index else ''
 
+def _shape_at(p: torch.Tensor, index: tuple) -> tuple:   # a plain, meta or sharded tensor: its data is not touched
+    return tuple(torch.empty(p.shape, device='meta')[index].shape)
+
 def _plan(params: dict, folder: Path, weight_map: dict, destinations, required, reshape: bool, fix: str) -> dict:
     "{file: {their name: [(ours, index)]}} after checking, from the shard headers alone, that the checkpoint fits."
     plan, filled, sources = defaultdict(dict), defaultdict(int), defaultdict(list)
@@ -135,7 +144,7 @@ def _plan(params: dict, folder: Path, weight_map: dict, destinations, required, 
                 shape = tuple(f.get_slice(name).get_shape())
                 for ours, index in places:
                     if ours not in params: raise KeyError(f'{name} in {file} goes to {ours}, which the model does not have: {fix}')
-                    try: need = tuple(params[ours][index].shape)
+                    try: need = _shape_at(params[ours], index)
                     except IndexError: need = None
                     if need != shape and not (reshape and need and math.prod(need) == math.prod(shape)):
                         raise ValueError(f'{name} in {file} has shape {shape} but {ours}{_part(index)} is {need}: {fix}')
@@ -160,6 +169,37 @@ def _materialized(model: nn.Module, params: dict, tied: dict, name: str, device,
         params[alias] = new
     return new
 
+# %% ../../nbs/61_pretrained.ipynb #898d8e49
+def _rows_held(p: DTensor) -> tuple:
+    "(start, stop): the global rows of dim 0 this rank holds of a DTensor sharded on dim 0 alone (FSDP2's layout)."
+    local_shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    if any(offset[1:]) or tuple(local_shape[1:]) != tuple(p.shape[1:]):
+        raise NotImplementedError(f'a tensor sharded beyond dim 0 ({p.placements}): load the checkpoint before sharding it')
+    return offset[0], offset[0] + local_shape[0]
+
+def _copy_shard(p: DTensor, sl,          # a safetensors slice of the checkpoint tensor
+                index: tuple,            # the part of `p` it fills, as `destinations` gives it
+                report: LoadReport,
+                cache: dict) -> int:     # the rows of this tensor read so far: copies into several pools read them once
+    "Copy into this rank's rows of `p` the part of the checkpoint tensor that lands there, reading only those rows."
+    (a, b), local = _rows_held(p), p.to_local()
+    def read(key, get):
+        if key not in cache: cache[key] = report.took(get())
+        return cache[key]
+    first, rest = (index[0], tuple(index[1:])) if index else (slice(0, p.shape[0]), ())
+    if isinstance(first, int):                                    # one row of ours: all of theirs, or nothing
+        if not a <= first < b: return 0
+        target, src = local[(first - a,) + rest], read('all', lambda: sl[:])
+    else:
+        s, t, _ = first.indices(p.shape[0]); lo, hi = max(s, a), min(t, b)
+        if lo >= hi: return 0
+        target = local[(slice(lo - a, hi - a),) + rest]
+        shape, need = tuple(sl.get_shape()), _shape_at(p, index)
+        src = read((lo - s, hi - s), lambda: sl[lo - s:hi - s]) if shape == need else \
+              read('all', lambda: sl[:]).reshape(need)[lo - s:hi - s]                    # rows only, unless reshaped
+    target.copy_(src.reshape(target.shape))
+    return target.numel() * target.element_size()
+
 # %% ../../nbs/61_pretrained.ipynb #1f150fc1
 def stream_checkpoint(model: nn.Module,      # built on the meta device, or materialized
                       folder,                # a Hugging Face folder: model.safetensors(.index.json)
@@ -182,12 +222,15 @@ def stream_checkpoint(model: nn.Module,      # built on the meta device, or mate
         for file in sorted(plan):
             with safe_open(str(folder / file), framework='pt') as f:
                 for name, places in plan[file].items():
-                    tensor = f.get_tensor(name)
+                    whole, cache = None, {}                   # read at most once, and only for unsharded destinations
                     for ours, index in places:
-                        target = _materialized(model, params, tied, ours, device, dtype or tensor.dtype)[index]
-                        target.copy_(tensor.reshape(target.shape))
-                        report.loaded.append((ours, name, target.numel() * target.element_size()))
-                    del tensor
+                        if isinstance(params[ours], DTensor): n = _copy_shard(params[ours], f.get_slice(name), index, report, cache)
+                        else:
+                            if whole is None: whole = report.took(f.get_tensor(name))
+                            target = _materialized(model, params, tied, ours, device, dtype or whole.dtype)[index]
+                            target.copy_(whole.reshape(target.shape)); n = target.numel() * target.element_size()
+                        if n: report.loaded.append((ours, name, n))
+                    del whole, cache
             report.files.append(file)
     report.to_init = on_meta(model)
     return report
@@ -231,8 +274,8 @@ def load_dinov3_checkpoint(model: nn.Module,  # an `RFModel`, on meta or materia
     if fold_input_norm:
         with torch.no_grad():
             for encoder in (model.encoder, model.target_encoder.module):
-                w, b = encoder.patch_embed.weight, encoder.patch_embed.bias
-                folded = fold_imagenet_norm(w.float(), b.float(), encoder.in_channels)
+                w, b = (t.to_local() if isinstance(t, DTensor) else t for t in (encoder.patch_embed.weight, encoder.patch_embed.bias))
+                folded = fold_imagenet_norm(w.float(), b.float(), encoder.in_channels)   # row by row: a rank folds its own rows
                 w.copy_(folded[0]); b.copy_(folded[1])
     return report
 
@@ -250,4 +293,5 @@ def load_pretrained(model: nn.Module,          # an `RFModel`, usually built on 
     parts = ([load_qwen3_checkpoint(model, llm, pools, device, dtype)] if llm is not None else []) + \
             ([load_dinov3_checkpoint(model, encoder, fold_input_norm, device, dtype)] if encoder is not None else [])
     return LoadReport(loaded=[x for r in parts for x in r.loaded], to_init=on_meta(model),
-                      unused=[x for r in parts for x in r.unused], files=[x for r in parts for x in r.files])
+                      unused=[x for r in parts for x in r.unused], files=[x for r in parts for x in r.files],
+                      bytes_read=sum(r.bytes_read for r in parts), largest_read=max(r.largest_read for r in parts))
