@@ -151,7 +151,7 @@ def _train_distributed(args):
     from rf_ref.scale.launch import train_distributed
     from rf_ref.scale.packed_train import trainer_for, trainer_of
     from rf_ref.core.runs import plot_history
-    cfg = None if args.resume else get_config(args.preset or 'shapes-tiny', args.overrides)
+    cfg = None if args.resume else _train_config(args)
     out = args.out or (None if args.resume else writable(cfg.train.out_dir, '--out', folder=True))
     cls = trainer_for(cfg, parallel=True) if cfg else trainer_of(args.resume, parallel=True)   # packed rows or padded
     run = train_distributed(cfg, out, args.resume, args.steps, args.device, args.ac or 'none', args.replicas or 1,
@@ -161,12 +161,23 @@ def _train_distributed(args):
     export = f"{run['export']} (sample with rf-ref sample --ckpt {run['export']}), " if run['export'] else ''
     print(f"wrote {run['ckpt']} (sharded; continue with --resume {run['run']}), {export}metrics.jsonl and losses.png in {run['run']}")
 
+def _train_config(args):
+    "The run's config: the preset with its overrides, and the architecture and weights of --llm and --encoder folders."
+    from rf_ref.core.config import override
+    cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
+    for flag, folder in (('--llm', args.llm), ('--encoder', args.encoder)):
+        if folder and not os.path.isfile(os.path.join(folder, 'config.json')):
+            raise ValueError(f'{flag} {folder}: not a Hugging Face model folder (no config.json in it); give the local folder of the checkpoint')
+    if not (args.llm or args.encoder): return cfg
+    from rf_ref.scale.pretrained import with_pretrained
+    return override(with_pretrained(cfg, args.llm or None, args.encoder or None), [])   # validated
+
 def cmd_train(args):
     "Train a preset (or resume a run) to the end of its stages; under torchrun or with --distributed, sharded over the ranks."
     from rf_ref.scale.launch import launched, sharded_run
     if args.out: writable(args.out, '--out', folder=True)
-    if args.resume and (args.overrides or args.preset):
-        raise ValueError("a resumed run keeps its checkpoint's config: drop --preset and the overrides, or start a new run")
+    if args.resume and (args.overrides or args.preset or args.llm or args.encoder):
+        raise ValueError("a resumed run keeps its checkpoint's config: drop --preset, --llm, --encoder and the overrides, or start a new run")
     if args.distributed or launched() or (args.resume and sharded_run(args.resume)): return _train_distributed(args)
     if args.ac or args.replicas or args.no_export:
         raise ValueError('--ac, --replicas and --no-export are for distributed training: launch with torchrun, or add --distributed')
@@ -175,7 +186,7 @@ def cmd_train(args):
     from rf_ref.core.runs import plot_history
     if args.resume: tr = resume(args.resume, args.device, args.out or None, num_workers=args.workers, trainer=trainer_of(args.resume))
     else:
-        cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
+        cfg = _train_config(args)
         tr = trainer_for(cfg)(cfg, writable(args.out or cfg.train.out_dir, '--out', folder=True), args.device, num_workers=args.workers)
     print(f'training {tr.cfg.name} on {tr.device} from step {tr.step}; writing to {tr.out_dir}')
     fit(tr, args.steps)
@@ -193,6 +204,9 @@ def _parse_train(sub):
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda when present; under torchrun each '
                    'rank takes cuda:LOCAL_RANK)')
     p.add_argument('--workers', type=at_least(0), default=0, help='data loader workers')
+    p.add_argument('--llm', default='', help='a local Qwen3(-MoE) Hugging Face folder: the backbone, embeddings, LM head and '
+                   'tokenizer start from it (its architecture replaces the preset\'s; loaded after sharding)')
+    p.add_argument('--encoder', default='', help='a local DINOv3 ViT Hugging Face folder the encoder starts from (loaded after sharding)')
     p.add_argument('--distributed', action='store_true', help='train sharded with FSDP2 even in one process (under torchrun '
                    'this is the path taken; a run with sharded checkpoints resumes on it too)')
     p.add_argument('--ac', choices=('none', 'full', 'selective'), default=None,
@@ -273,12 +287,12 @@ def cmd_sample(args):
     "Generate images for prompts from a checkpoint, with their R blueprints."
     import torch, matplotlib; matplotlib.use('Agg')
     from rf_ref.method.sample import load_model
-    from rf_ref.data.datasets import load_tokenizer
+    from rf_ref.data.datasets import load_tokenizer, tokenizer_spec
     from rf_ref.core.config import override
     from rf_ref.method.sample import generate, show_samples, check_prompts
     writable(args.out, '--out')
     model = load_model(args.ckpt, device=args.device)
-    for w in check_prompts(args.prompt, load_tokenizer(model.cfg.data.tokenizer), model.cfg.data.max_text_len):
+    for w in check_prompts(args.prompt, load_tokenizer(tokenizer_spec(model.cfg)), model.cfg.data.max_text_len):
         print(f'warning: {w}', file=sys.stderr)
     s = override(model.cfg, {f'sample.{k}': v for k, v in (('w_rep', args.w_rep), ('w_pix', args.w_pix), ('steps', args.sample_steps))
                              if v is not None}).sample

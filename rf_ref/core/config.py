@@ -35,7 +35,7 @@ class DataConfig:
     n_train: int = 50_000             # Shapes: scenes in the train split (procedural, so cheap)
     n_test: int = 2_000
     max_text_len: int = 40            # text tokens per example, specials included (bytes for the toy tokenizer)
-    tokenizer: str = 'bytes'          # 'bytes', or a local Hugging Face tokenizer.json path
+    tokenizer: str = 'bytes'          # 'bytes', a local Hugging Face tokenizer.json path, or '' for mot.pretrained's own
     understanding_fraction: float = 0.25  # share of image-to-text examples in a mixed batch
     seed: int = 0
     sources: tuple = ()               # shards: folders or brace patterns of WebDataset shards (rf_ref.data.shards)
@@ -44,6 +44,9 @@ class DataConfig:
     packing: bool = False             # shards: pack each step's documents, each at its own size (NaViT), into rows of
                                       # max_tokens with per-document masks (the paper's 32,768-token rows; `packed_train`)
     max_tokens: int = 2_048           # packing: tokens per row; a longer document is an error
+    documents_per_rank: int = 0       # packing: documents each rank takes a step, on any number of ranks; 0: train.batch_size
+                                      # split over the ranks. The paper sets one 32,768-token row per GPU: at the planner's
+                                      # mix (`Workload`) 23 documents fill one
 
 # %% ../../nbs/01_config.ipynb #90ecfd1c
 @dataclass
@@ -168,6 +171,8 @@ class StageConfig:
     train: tuple = ('all',)           # parameter groups trained: all | connector | encoder | backbone | generation
     image_size: int = 0               # max resolution in this stage; 0 = data.image_size
     understanding_only: bool = False  # stage 1 trains only on image-to-text examples
+    shares: tuple = ()                # shards: this stage's share of each of data.sources; () = data.shares (BAGEL mixes per stage)
+    documents_per_rank: int = 0       # packing: this stage's documents per rank a step; 0 = data.documents_per_rank
 
 # %% ../../nbs/01_config.ipynb #46105c40
 @dataclass
@@ -217,6 +222,7 @@ class Config:
     def flow_channels(self) -> int: return self.model.latent_channels if self.model.space == 'latent' else self.data.channels
     @property
     def pixel_grid(self) -> int: return self.flow_size // self.flow.patch_size
+
     @property
     def n_pixel_tokens(self) -> int: return self.pixel_grid ** 2
     @property
@@ -238,9 +244,9 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len max_tokens', 'model': '
                'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
-_AT_LEAST_0 = {'data': 'n_train n_test max_skipped', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
+_AT_LEAST_0 = {'data': 'n_train n_test max_skipped documents_per_rank', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
                'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k w_pix_rep', 'vq': 'restart_after',
-               'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size'}
+               'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size documents_per_rank'}
 _ABOVE_1 = {'train': 'max_loss_ratio'}   # a ratio to the first loss: at or below 1 stops a healthy run
 _FRACTION = {'data': 'understanding_fraction', 'encoder': 'ema_decay', 'vq': 'momentum', 'train': 'ema_decay'}  # in [0, 1]
 _CHOICES = {'data.dataset': ('shapes', 'digits', 'cifar10', 'imagenet64', 'shards'), 'vq.init': ('kmeans++', 'random'),
@@ -320,6 +326,10 @@ def _check_choices(cfg: Config):
     _check(all(isinstance(s, str) and s for s in d.sources), f"data.sources={d.sources!r} must be paths, e.g. ('shards/gen', 'shards/und')")
     _check(not d.shares or (len(d.shares) == len(d.sources) and all(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0 for s in d.shares)),
            f'data.shares={d.shares!r}: give one share >= 0 per source of data.sources ({len(d.sources)}), e.g. (0.75, 0.25), or () for equal')
+    for i, s in enumerate(cfg.train.stages):
+        _check(not s.shares or (len(s.shares) == len(d.sources) and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in s.shares)
+                                and sum(s.shares) > 0),
+               f'train.stages.{i}.shares={s.shares!r}: give one share >= 0 per source of data.sources ({len(d.sources)}), not all 0, or () for data.shares')
     _check(not d.packing or d.dataset == 'shards', f"data.packing=true packs streamed documents, but data.dataset={d.dataset!r}: "
            "set data.dataset=shards (rf-ref export-shards writes any data set as shards)")
 

@@ -15,8 +15,9 @@ from .images import Digits, CIFAR10, ImageNet64
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'SHAPES_WORDS', 'QWEN3_SPECIALS', 'IGNORE', 'MODALITY_COLORS', 'ByteTokenizer', 'WordTokenizer',
-           'HFTokenizer', 'load_tokenizer', 'Batch', 'rope_positions', 'generation_batch', 'understanding_batch',
-           'text_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file', 'build_dataset', 'StepBatchSampler']
+           'HFTokenizer', 'tokenizer_spec', 'load_tokenizer', 'Batch', 'rope_positions', 'generation_batch',
+           'understanding_batch', 'text_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file', 'build_dataset',
+           'StepBatchSampler']
 
 # %% ../../nbs/12_datasets.ipynb #e99589ff
 SPECIAL_TOKENS = ('pad', 'bot', 'eot', 'boi', 'eoi', 'bor', 'bop')  # pad, begin/end text, begin/end image, begin R, begin P
@@ -85,9 +86,15 @@ class HFTokenizer:
     def decode(self, ids) -> str:
         return self.tk.decode([int(i) for i in ids if int(i) not in self.special.values()], skip_special_tokens=True)
 
+def tokenizer_spec(cfg) -> str:   # a `Config`
+    "What `load_tokenizer` reads for a run: data.tokenizer, or when that is '' the tokenizer.json of the LLM folder (mot.pretrained)."
+    return cfg.data.tokenizer or (os.path.join(cfg.mot.pretrained, 'tokenizer.json') if cfg.mot.pretrained else '')
+
 def load_tokenizer(spec: str = 'bytes',   # `data.tokenizer`: bytes | words | a tokenizer.json path
                    vocab_size: int = 0):   # `mot.vocab_size` the ids must fit; 0: no check
     "'bytes' for `ByteTokenizer`, 'words' for `WordTokenizer`, else the path of a local tokenizer.json."
+    if not spec: raise ValueError("data.tokenizer='' names no tokenizer: give a tokenizer.json path, or mot.pretrained (the LLM folder "
+                                  "whose tokenizer.json is then used), or data.tokenizer=bytes for the toy")
     tok = ByteTokenizer() if spec == 'bytes' else WordTokenizer() if spec == 'words' else HFTokenizer(spec)
     if vocab_size and tok.vocab_size > vocab_size:
         raise ValueError(f'data.tokenizer={spec!r} has {tok.vocab_size} ids but mot.vocab_size={vocab_size}: '

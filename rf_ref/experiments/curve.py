@@ -253,13 +253,13 @@ def digits_guidance(a):
     from dataclasses import replace
     from types import SimpleNamespace
     from rf_ref.method.sample import load_model
-    from rf_ref.data.datasets import load_tokenizer
+    from rf_ref.data.datasets import load_tokenizer, tokenizer_spec
     from rf_ref.evaluation.digits import load_digit_classifier
     model = load_model(os.path.join(a.run, 'ckpt'), device='cpu')
     scfg = replace(model.cfg.sample, w_rep=a.w_rep, w_pix=a.w_pix)
     curve = json.load(open(os.path.join(a.run, 'curve.json')))
     tr = SimpleNamespace(ema=SimpleNamespace(module=model), cfg=model.cfg, device=torch.device('cpu'),
-                         tok=load_tokenizer(model.cfg.data.tokenizer))
+                         tok=load_tokenizer(tokenizer_spec(model.cfg)))
     examples = curve['points'][-1]['examples']
     rec = {'examples': examples, 'w_rep': a.w_rep, 'w_pix': a.w_pix,
            **digits_evaluate_point(tr, a.run, f'{examples}_w{a.w_rep:g}-{a.w_pix:g}', curve.get('seed', 0), load_digit_classifier(), scfg=scfg)}

@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from ..core.config import Modality, SampleConfig
-from ..data.datasets import Batch, IGNORE, generation_batch, understanding_batch, load_tokenizer
+from ..data.datasets import Batch, IGNORE, generation_batch, understanding_batch, load_tokenizer, tokenizer_spec
 from .mot import KVCache, attention_mask
 from .flow import unpatchify, sample_ode, velocity_from_x, cfg_velocity, guided
 from .model import RFModel, visibility, fill_slots, flow_output, embed_understanding, rep_under_pixels
@@ -241,7 +241,7 @@ def generate(model: RFModel,                     # the model (its mode is restor
             ) -> Generation:                     # images (b, c, h, w) in [-1, 1], rep (b, r) or None
     "Images for a list of captions: R tokens from the text, then pixels."
     scfg = scfg or model.cfg.sample
-    tok = tok or load_tokenizer(model.cfg.data.tokenizer)
+    tok = tok or load_tokenizer(tokenizer_spec(model.cfg))
     was_training = model.training; model.eval()
     dev = next(model.parameters()).device
     batch = prompt_batch(model, captions, tok).to(dev)
@@ -334,7 +334,7 @@ def answer(model: RFModel,            # the model (its mode is restored afterwar
            use_cache: bool = True,    # False: the slow reference decoding
           ) -> list:                  # b answers (strings, eot and what follows it removed)
     "Greedy answers to `questions` about `images`."
-    tok = tok or load_tokenizer(model.cfg.data.tokenizer)
+    tok = tok or load_tokenizer(tokenizer_spec(model.cfg))
     was_training = model.training; model.eval()
     batch = question_batch(model, images.cpu(), questions, tok).to(next(model.parameters()).device)
     ids = greedy_answer_ids(model, batch, tok.eot_id, max_new_tokens, use_cache).tolist()
@@ -350,7 +350,7 @@ class RFGenerator:
                  seed: int = 0,                          # seeds the generator all calls draw from
                  batch_size: int = 64):                  # captions (or questions) per forward
         self.model, self.scfg, self.batch_size = model.eval(), scfg or model.cfg.sample, batch_size
-        self.tok = tok or load_tokenizer(model.cfg.data.tokenizer)
+        self.tok = tok or load_tokenizer(tokenizer_spec(model.cfg))
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(self.device).manual_seed(seed)
 

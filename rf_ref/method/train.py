@@ -11,7 +11,7 @@ from dataclasses import replace
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from ..core.config import Config, StageConfig
-from ..data.datasets import StepBatchSampler, build_dataset, collate, load_tokenizer
+from ..data.datasets import StepBatchSampler, build_dataset, collate, load_tokenizer, tokenizer_spec
 from ..core.ema import EMA
 from .model import RFModel, image_grids
 from ..core.checkpoint import CheckpointError, default_device, find_checkpoint, load_config, load_train_state, save_checkpoint
@@ -22,9 +22,9 @@ from .plan import plan, count_params
 # %% auto #0
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
-           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'open_shard_loader', 'shard_steps',
-           'step_batches', 'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term', 'train_step', 'save', 'resume',
-           'fit', 'stages_like_paper']
+           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'rank_batch', 'open_shard_loader',
+           'shard_items', 'shard_steps', 'step_batches', 'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term',
+           'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
 
 # %% ../../nbs/31_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -220,27 +220,48 @@ class TrainerHooks:
     def write_checkpoint(self) -> str: return save(self, os.path.join(self.out_dir, 'ckpt'))   # `save` below
 
 # %% ../../nbs/31_train.ipynb #8e0a506a
+def rank_batch(cfg: Config, world: int,     # ranks in the run
+               stage=None) -> int:          # a `StageConfig`: its documents_per_rank first
+    "Examples (documents) each rank streams a step: packing, the stage's or data's documents_per_rank; else train.batch_size / world."
+    n = cfg.data.packing and ((stage.documents_per_rank if stage else 0) or cfg.data.documents_per_rank)
+    if n: return n
+    if cfg.train.batch_size % world:
+        raise ValueError(f'train.batch_size={cfg.train.batch_size} does not split over {world} ranks: each rank streams its own rows; '
+                         'give a multiple' + (', or data.documents_per_rank' if cfg.data.packing else ''))
+    return cfg.train.batch_size // world
+
 def open_shard_loader(tr,           # a `Trainer` of a run on data.dataset='shards'; its `loader` is set
                       start: int):  # the first step the loader yields the items of
-    "This rank's `ShardLoader` of the run's sources from step `start`, continued from the checkpoint's state when resumed."
+    "This rank's `ShardLoader` from step `start`, with that step's stage's shares and batch; continued from `tr.data_state` (a checkpoint's, or the previous stage's loader)."
     from rf_ref.data.shards import ShardLoader
     c, d = tr.cfg, tr.cfg.data
+    _, stage, _ = stage_at(c, start)
     if not d.sources: raise ValueError("data.dataset=shards needs data.sources: folders of WebDataset shards (rf-ref export-shards writes them)")
     state = tr.data_state if tr.data_state and tr.data_state['step'] == start else None
     if start and state is None:
         raise CheckpointError(f'step {start}: the checkpoint holds no shard loader state for this step, so the stream cannot continue where it was')
-    if c.train.batch_size % tr.world:
-        raise ValueError(f'train.batch_size={c.train.batch_size} does not split over {tr.world} ranks: each rank streams its own rows; give a multiple')
-    tr.loader = ShardLoader(d.sources, d.shares or (1,) * len(d.sources), c.train.batch_size // tr.world, tr.rank, tr.world,
+    tr.loader = ShardLoader(d.sources, stage.shares or d.shares or (1,) * len(d.sources), rank_batch(c, tr.world, stage), tr.rank, tr.world,
                             tr.num_workers, c.train.seed, d.max_skipped, state)
     return tr.loader
+
+def shard_items(tr,           # a `Trainer` of a run on data.dataset='shards'
+                start: int):  # the first step
+    "(step, items) for steps start, start + 1, ...; at each stage's first step the loader reopens with its shares and batch, where the stream was."
+    step = start
+    while True:
+        index = stage_at(tr.cfg, step)[0]
+        for items in open_shard_loader(tr, step):
+            yield step, items
+            step += 1
+            if stage_at(tr.cfg, step)[0] != index: break
+        tr.data_state = tr.loader.state_dict()
 
 def shard_steps(tr,           # a `Trainer` of a run on data.dataset='shards'
                 start: int):  # the first step to yield the items of
     "The items of steps start, start + 1, ... from the run's shard sources, each image at its step's stage size."
     from rf_ref.data.shards import fit_square
     c = tr.cfg
-    for step, items in enumerate(open_shard_loader(tr, start), start):
+    for step, items in shard_items(tr, start):
         if text := [it['key'] for it in items if it['kind'] == 'text']:
             raise ValueError(f'sample {text[0]!r} is pure text: it trains in packed rows only; set data.packing=true')
         size = stage_image_size(c, step)
@@ -290,7 +311,7 @@ class Trainer(TrainerHooks):
         self.run_lock, self.claimed, self.first_loss = None, resumed, None   # see `fit` and `loss_guard`
         self.prepare()
         if model is None: check_memory(cfg, self.device, self.world, self.replicas)  # then data: every error before any weights
-        self.tok = load_tokenizer(cfg.data.tokenizer, cfg.mot.vocab_size)
+        self.tok = load_tokenizer(tokenizer_spec(cfg), cfg.mot.vocab_size)
         self.data = None if cfg.data.dataset == 'shards' else build_dataset(cfg.data, 'train')   # shards stream: `shard_steps`
         self.loader, self.data_state = None, None                  # the shard loader, and the state a resume continues it from
         if self.data is not None and cfg.train.batch_size > len(self.data):

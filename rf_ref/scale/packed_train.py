@@ -11,7 +11,7 @@ from ..core.checkpoint import CheckpointError, load_config, step_folders
 from ..core.config import Config
 from ..data.datasets import Batch
 from ..method.model import RFModel, generation_noise
-from ..method.train import Trainer, compute_dtype, open_shard_loader, stage_at, stage_image_size
+from ..method.train import Trainer, compute_dtype, rank_batch, shard_items, stage_at, stage_image_size
 from .packing import generation_document, pack, text_document, understanding_document
 from .parallel import example_seed, global_mean
 from .launch import ParallelTrainer, sharded_packed_losses, sharded_run
@@ -53,7 +53,7 @@ def packed_steps(tr,          # a `PackedTrainer` or `PackedParallelTrainer`
                  start: int): # the first step to yield the documents of
     "This rank's documents of steps start, start + 1, ...: its share of train.batch_size, images at their own sizes up to the stage's."
     c = tr.cfg
-    for step, items in enumerate(open_shard_loader(tr, start), start):
+    for step, items in shard_items(tr, start):
         _, stage, _ = stage_at(c, step)
         kept = [it for it in items if it['kind'] == 'understanding' or not stage.understanding_only]
         if not kept:
@@ -76,7 +76,7 @@ def packed_step(tr,                  # its model, config, device, rank, world an
     "One step's losses over this rank's documents packed into rows of data.max_tokens."
     c, dev = tr.cfg, tr.device
     packed = pack(c, documents, c.data.max_tokens).to(dev)
-    draws = document_draws(tr.model, packed.documents, c.train.seed, tr.step, tr.rank * (c.train.batch_size // tr.world))
+    draws = document_draws(tr.model, packed.documents, c.train.seed, tr.step, tr.rank * rank_batch(c, tr.world, stage_at(c, tr.step)[1]))
     dtype = compute_dtype(c, dev)      # a sharded model casts through FSDP2's policy instead
     with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32 and not hasattr(tr.model, 'compute')):
         out = sharded_packed_losses(tr.model, packed, draws, update=True, flex=dev.type == 'cuda', mean=global_mean)

@@ -21,7 +21,7 @@ from .qwen3 import mot_config_from_qwen3, qwen3_destinations
 # %% auto #0
 __all__ = ['INDEX', 'SINGLE', 'MOT_FIELDS', 'ENCODER_FIELDS', 'checkpoint_index', 'on_meta', 'LoadReport', 'qwen3_config',
            'dinov3_config', 'check_fits', 'stream_checkpoint', 'load_qwen3_checkpoint', 'load_dinov3_checkpoint',
-           'load_pretrained']
+           'with_pretrained', 'load_pretrained']
 
 # %% ../../nbs/61_pretrained.ipynb #f4f6d5ef
 INDEX, SINGLE = 'model.safetensors.index.json', 'model.safetensors'
@@ -278,6 +278,20 @@ def load_dinov3_checkpoint(model: nn.Module,  # an `RFModel`, on meta or materia
                 folded = fold_imagenet_norm(w.float(), b.float(), encoder.in_channels)   # row by row: a rank folds its own rows
                 w.copy_(folded[0]); b.copy_(folded[1])
     return report
+
+# %% ../../nbs/61_pretrained.ipynb #1dd8204f
+def with_pretrained(cfg,              # a `Config`, e.g. get_config('paper')
+                    llm=None,         # a Qwen3-MoE or dense Qwen3 folder, or None
+                    encoder=None):    # a DINOv3 ViT folder, or None
+    "`cfg` whose backbone and encoder are those of the folders, each named in its `pretrained` field."
+    from dataclasses import replace
+    if llm:
+        theirs = qwen3_config(llm)
+        cfg = replace(cfg, mot=replace(cfg.mot, **{k: getattr(theirs, k) for k in MOT_FIELDS}, pretrained=str(llm)))
+    if encoder:
+        theirs = dinov3_config(encoder)
+        cfg = replace(cfg, encoder=replace(cfg.encoder, **{k: getattr(theirs, k) for k in ENCODER_FIELDS}, pretrained=str(encoder)))
+    return cfg
 
 # %% ../../nbs/61_pretrained.ipynb #0d21ab44
 def load_pretrained(model: nn.Module,          # an `RFModel`, usually built on the meta device
