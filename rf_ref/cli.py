@@ -161,6 +161,7 @@ def _train_distributed(args):
     export = f"{run['export']} (sample with rf-ref sample --ckpt {run['export']}), " if run['export'] else ''
     print(f"wrote {run['ckpt']} (sharded; continue with --resume {run['run']}), {export}metrics.jsonl and losses.png in {run['run']}")
 
+# %% ../nbs/90_cli.ipynb #3c57abbc
 def _train_config(args):
     "The run's config: the preset with its overrides, and the architecture and weights of --llm and --encoder folders."
     from rf_ref.core.config import override
@@ -172,6 +173,7 @@ def _train_config(args):
     from rf_ref.scale.pretrained import with_pretrained
     return override(with_pretrained(cfg, args.llm or None, args.encoder or None), [])   # validated
 
+# %% ../nbs/90_cli.ipynb #f85df4af
 def cmd_train(args):
     "Train a preset (or resume a run) to the end of its stages; under torchrun or with --distributed, sharded over the ranks."
     from rf_ref.scale.launch import launched, sharded_run
@@ -218,6 +220,7 @@ def _parse_train(sub):
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')
     p.set_defaults(fn=cmd_train)
 
+# %% ../nbs/90_cli.ipynb #7634d2a5
 def cmd_pretrain_encoder(args):
     "Stage 0 at toy scale: pretrain the small encoder on Shapes patch labels."
     from rf_ref.method.pretrain import pretrain_encoder

@@ -244,6 +244,7 @@ def open_shard_loader(tr,           # a `Trainer` of a run on data.dataset='shar
                             tr.num_workers, c.train.seed, d.max_skipped, state)
     return tr.loader
 
+# %% ../../nbs/31_train.ipynb #8866287b
 def shard_items(tr,           # a `Trainer` of a run on data.dataset='shards'
                 start: int):  # the first step
     "(step, items) for steps start, start + 1, ...; at each stage's first step the loader reopens with its shares and batch, where the stream was."
