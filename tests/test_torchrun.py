@@ -259,3 +259,30 @@ def _pretrained_worker(rank: int, world: int, llm: str, vit: str):
 def test_pretrained_folders_load_after_sharding_on_two_ranks(tmp_path):
     "Each rank reads only its rows of the Hugging Face files into its shards: the same weights as loading whole, at about half the reads."
     spawn(_pretrained_worker, *hf_folders(tmp_path))
+
+
+def test_paper_tiny_end_to_end_on_two_ranks(tmp_path):
+    "The paper's program at tiny sizes: tiny HF folders, streamed shards of every kind, packed rows, MoE pools and three stages, on two ranks; killed inside a save, resumed to the same losses; exported and sampled."
+    from rf_ref.core.config import override
+    from rf_ref.core.presets import get_config
+    from rf_ref.data.shards import export_shards
+    from rf_ref.scale.pretrained import write_tiny_checkpoints
+    llm, vit = write_tiny_checkpoints(tmp_path)
+    for name, size, kind in (('gen', 48, 'generation'), ('und', 32, 'understanding'), ('text', 32, 'text')):
+        export_shards(override(get_config('shapes-tiny'), [f'data.image_size={size}']).data, str(tmp_path / name), kind, n=48,
+                      per_shard=8, progress=False)
+    args = ['--preset', 'paper-tiny', '--llm', llm, '--encoder', vit, f"data.sources=('{tmp_path}/gen', '{tmp_path}/und', '{tmp_path}/text')"]
+    r = torchrun(['--out', str(tmp_path / 'straight'), *args]); assert r.returncode == 0, r.stderr[-3000:]
+    straight = records(tmp_path / 'straight')
+    assert [x['stage'] for x in straight] == ['alignment'] * 2 + ['joint'] * 2 + ['continued'] * 2, straight
+    assert straight[0]['fm'] == 0 and all(x['fm'] > 0 and x['rep'] > 0 for x in straight[2:]), straight   # alignment: understanding only
+    r = torchrun(['--out', str(tmp_path / 'killed'), *args], kill_at='step-00000004/saved')              # both ranks die inside a save
+    assert r.returncode != 0 and 'SIGKILL' in r.stderr, (r.returncode, r.stderr[-3000:])
+    r = torchrun(['--resume', str(tmp_path / 'killed')]); assert r.returncode == 0, r.stderr[-3000:]
+    resumed = records(tmp_path / 'killed')
+    assert len(resumed) == 6, resumed
+    for a, b in zip(resumed, straight):                                    # the same losses, bit for bit, from step 2 on
+        assert {k: a[k] for k in TERMS + ('grad_norm', 'rows', 'fill') if k in b} == {k: b[k] for k in TERMS + ('grad_norm', 'rows', 'fill') if k in b}, (a, b)
+    r = subprocess.run([sys.executable, '-m', 'rf_ref.cli', 'sample', '--ckpt', str(tmp_path / 'straight' / 'export'), '--prompt', 'a red circle',
+                        '--device', 'cpu', '--out', str(tmp_path / 'sample.png')], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0 and (tmp_path / 'sample.png').stat().st_size > 0, r.stderr[-2000:]

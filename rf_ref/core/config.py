@@ -324,12 +324,14 @@ def _check_choices(cfg: Config):
            f'sample.guidance_interval={gi!r} must be (lo, hi) with 0 <= lo <= hi <= 1, e.g. (0.0, 1.0)')
     d = cfg.data
     _check(all(isinstance(s, str) and s for s in d.sources), f"data.sources={d.sources!r} must be paths, e.g. ('shards/gen', 'shards/und')")
-    _check(not d.shares or (len(d.shares) == len(d.sources) and all(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0 for s in d.shares)),
+    def shares_ok(shares):   # one per source (a preset without sources may name them by position), finite, >= 0, not all 0
+        return all(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0 for s in shares) and \
+               (len(shares) == len(d.sources) or not d.sources) and sum(shares) > 0
+    _check(not d.shares or shares_ok(d.shares),
            f'data.shares={d.shares!r}: give one share >= 0 per source of data.sources ({len(d.sources)}), e.g. (0.75, 0.25), or () for equal')
     for i, s in enumerate(cfg.train.stages):
-        _check(not s.shares or (len(s.shares) == len(d.sources) and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in s.shares)
-                                and sum(s.shares) > 0),
-               f'train.stages.{i}.shares={s.shares!r}: give one share >= 0 per source of data.sources ({len(d.sources)}), not all 0, or () for data.shares')
+        _check(not s.shares or shares_ok(s.shares), f'train.stages.{i}.shares={s.shares!r}: give one share >= 0 per source of '
+               f'data.sources ({len(d.sources)}), not all 0, or () for data.shares')
     _check(not d.packing or d.dataset == 'shards', f"data.packing=true packs streamed documents, but data.dataset={d.dataset!r}: "
            "set data.dataset=shards (rf-ref export-shards writes any data set as shards)")
 

@@ -10,7 +10,7 @@ from .config import (Config, DataConfig, EncoderConfig, VQConfig, MoTConfig, Mod
 
 # %% auto #0
 __all__ = ['PRESETS', 'register', 'shapes_tiny', 'shapes_small', 'get_config', 'digits', 'cifar10', 'imagenet64', 'cifar10_tiny',
-           'imagenet64_tiny', 'paper']
+           'imagenet64_tiny', 'paper', 'paper_tiny']
 
 # %% ../../nbs/02_presets.ipynb #2b9d201c
 PRESETS: dict = {}
@@ -137,7 +137,14 @@ def imagenet64_tiny() -> Config:
 def paper() -> Config:
     return Config(
         name='paper',
-        data=DataConfig(dataset='shards', image_size=256, max_text_len=32_768, tokenizer='', n_train=0, n_test=0),
+        # Packed rows: each rank packs its documents, every image at its own size up to the stage's, into rows of 32,768
+        # tokens (the paper's "sequences of 32,768 tokens packed with NaViT-style variable-resolution batching").
+        # data.sources: three folders of WebDataset shards, in this order: text-to-image, image-to-text, pure text
+        # (rf_ref.data.shards). The paper gives neither the mix nor the batch: each stage's documents per rank and shares
+        # fill about one row of the planner's mix (`rf_ref.method.plan.Workload`: 60/20/20% of the tokens; the planning
+        # notebook checks it). The tokenizer is the LLM folder's (`rf-ref train --llm DIR --encoder DIR`).
+        data=DataConfig(dataset='shards', packing=True, max_tokens=32_768, documents_per_rank=80, shares=(0.6, 0.39, 0.01),
+                        image_size=256, max_text_len=32_768, tokenizer='', n_train=0, n_test=0),
         encoder=EncoderConfig(patch_size=16, width=1280, depth=32, heads=20, mlp_hidden=5120, gated_mlp=True,
                               n_registers=4, qkv_bias=True, layerscale_init=1e-5, rope_base=100.0, ema_decay=0.9999),
         vq=VQConfig(codebook_size=16_384, temperature=0.5, sinkhorn_iters=1, momentum=0.9999),
@@ -147,9 +154,35 @@ def paper() -> Config:
         model=ModelConfig(rf=True, p_drop_text=0.1, p_drop_rep=0.1, caption_lm=False),
         flow=FlowConfig(patch_size=16),
         sample=SampleConfig(steps=25, w_rep=2.0, w_pix=3.0, shift=3.0),
+        # train.batch_size is not read: with packing, data.documents_per_rank (or a stage's) sets each rank's documents
         train=TrainConfig(batch_size=1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, grad_clip=1.0,
                           warmup_steps=2_000, gen_lr_mult=4.0, ema_decay=0.9999, precision='bf16',
                           stages=(StageConfig('alignment', steps=10_000, lr=5e-5, train=('connector',), image_size=256,
-                                              understanding_only=True),
+                                              understanding_only=True, shares=(0, 1, 0), documents_per_rank=167),
                                   StageConfig('joint', steps=50_000, lr=5e-5, train=('all',), image_size=256),
-                                  StageConfig('continued', steps=20_000, lr=2.5e-5, train=('all',), image_size=1024))))
+                                  StageConfig('continued', steps=20_000, lr=2.5e-5, train=('all',), image_size=1024,
+                                              shares=(0.4, 0.5, 0.1), documents_per_rank=10))))
+
+# %% ../../nbs/02_presets.ipynb #b6db5d79
+@register('paper-tiny')
+def paper_tiny() -> Config:
+    # `paper` with every size cut to a test's: rows of 512 tokens, 32 px images (64 px in the last stage), a 2-layer
+    # MoE backbone and a 2-layer DINOv3-shaped encoder, 64 codes, float32; 2 steps per stage. Train it with the folders
+    # and three shard folders (text-to-image, image-to-text, pure text):
+    #   torchrun --nproc-per-node 2 -m rf_ref.cli train --preset paper-tiny --llm L --encoder E "data.sources=('g', 'u', 't')"
+    p = paper()
+    return replace(p, name='paper-tiny',
+                   data=replace(p.data, max_tokens=512, documents_per_rank=6, shares=(0.5, 0.34, 0.16), image_size=32, max_text_len=40),
+                   encoder=EncoderConfig(patch_size=4, width=64, depth=2, heads=4, mlp_hidden=96, gated_mlp=True, n_registers=4,
+                                         ema_decay=0.99),
+                   vq=VQConfig(codebook_size=64, momentum=0.99),
+                   mot=MoTConfig(vocab_size=48, width=64, depth=2, heads=4, kv_heads=2, head_dim=16, ffn_hidden=32, n_experts=4,
+                                 experts_per_token=2),
+                   flow=FlowConfig(patch_size=8), sample=replace(p.sample, steps=4),
+                   train=replace(p.train, precision='fp32', warmup_steps=2, ema_decay=0.99, log_every=1, ckpt_every=2, keep_last=2,
+                                 out_dir='runs/paper-tiny',
+                                 stages=(StageConfig('alignment', steps=2, lr=1e-3, train=('connector',), image_size=32,
+                                                     understanding_only=True, shares=(0, 1, 0), documents_per_rank=4),
+                                         StageConfig('joint', steps=2, lr=1e-3, image_size=32),
+                                         StageConfig('continued', steps=2, lr=5e-4, image_size=64, shares=(0.4, 0.4, 0.2),
+                                                     documents_per_rank=5))))

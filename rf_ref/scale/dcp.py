@@ -15,7 +15,8 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import (BytesStorageMetadata, ChunkStorageMetadata, Metadata, MetadataIndex,
                                                    StorageMeta, TensorProperties, TensorStorageMetadata, _MEM_FORMAT_ENCODING)
-from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
 from torch.distributed.tensor import DTensor
 from ..core.checkpoint import (CheckpointError, FORMAT, LATEST, MANIFEST, OPTIONAL_BUFFERS, fsync, kill_point, load_config, sha256,
                                step_folders, write_folder, write_text_atomic)
@@ -288,6 +289,17 @@ def _refuse_nonfinite(content: dict, folder: str, alone: bool = False):
     if bad: raise CheckpointError(f'{folder} holds {sum(bad.values()):,} NaN or inf values (e.g. in {next(iter(bad))}): '
                                   'the run that wrote it diverged or the files were changed; use an earlier checkpoint')
 
+# %% ../../nbs/65_dcp.ipynb #2134cf0b
+def _untrained(content: dict,     # `_content`'s template, with 'optimizer'; its entries the checkpoint lacks are removed
+               folder: str) -> list:
+    "Names of the parameters with optimizer state in the template but none in the checkpoint at `folder`."
+    md = read_metadata(folder, _shard_sizes(folder))
+    head = 'optimizer.state.'
+    names = sorted({k[len(head):].rsplit('.', 1)[0] for k in flatten_state_dict(content)[0]
+                    if k.startswith(head) and k not in md.state_dict_metadata})
+    for name in names: content['optimizer']['state'].pop(name, None)
+    return names
+
 # %% ../../nbs/65_dcp.ipynb #983713fc
 def load_sharded(path: str,               # a step folder, a run's ckpt/ folder or the run folder
                  model: RFModel,          # parallelized like the saving run or not, on any number of ranks
@@ -300,11 +312,16 @@ def load_sharded(path: str,               # a step folder, a run's ckpt/ folder 
     if missing := [p for p in ('optimizer', 'ema') if p not in saved and {'optimizer': optimizer, 'ema': ema}[p] is not None]:
         raise CheckpointError(f'{folder} holds {saved} but not {missing}: load without them, or use a checkpoint saved with them')
     content = _content(model, optimizer, ema)
+    untrained = _untrained(content, folder) if optimizer is not None else []
     _load(content, folder)
     _refuse_nonfinite(content, folder)
     try:
         if optimizer is None: set_model_state_dict(model, content['model'])
-        else: set_state_dict(model, optimizer, model_state_dict=content['model'], optim_state_dict=content['optimizer'])
+        else:
+            set_model_state_dict(model, content['model'])
+            set_optimizer_state_dict(model, optimizer, content['optimizer'], options=StateDictOptions(strict=not untrained))
+            params = dict(model.named_parameters())
+            for name in untrained: optimizer.state.pop(params[name], None)   # no moments yet: made at its first step, as in the saving run
         if ema is not None: set_model_state_dict(ema.module, content['ema'])
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f'{folder} does not fit this run ({type(e).__name__}: {_line(e)}): use a checkpoint of this run') from None

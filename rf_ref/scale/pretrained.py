@@ -21,7 +21,7 @@ from .qwen3 import mot_config_from_qwen3, qwen3_destinations
 # %% auto #0
 __all__ = ['INDEX', 'SINGLE', 'MOT_FIELDS', 'ENCODER_FIELDS', 'checkpoint_index', 'on_meta', 'LoadReport', 'qwen3_config',
            'dinov3_config', 'check_fits', 'stream_checkpoint', 'load_qwen3_checkpoint', 'load_dinov3_checkpoint',
-           'with_pretrained', 'load_pretrained']
+           'write_tiny_checkpoints', 'with_pretrained', 'load_pretrained']
 
 # %% ../../nbs/61_pretrained.ipynb #f4f6d5ef
 INDEX, SINGLE = 'model.safetensors.index.json', 'model.safetensors'
@@ -278,6 +278,30 @@ def load_dinov3_checkpoint(model: nn.Module,  # an `RFModel`, on meta or materia
                 folded = fold_imagenet_norm(w.float(), b.float(), encoder.in_channels)   # row by row: a rank folds its own rows
                 w.copy_(folded[0]); b.copy_(folded[1])
     return report
+
+# %% ../../nbs/61_pretrained.ipynb #11cc5096
+def write_tiny_checkpoints(folder,          # made if missing; gets qwen3-moe-tiny/ and dinov3-tiny/
+                           seed: int = 0) -> tuple:   # (LLM folder, encoder folder)
+    "Random Qwen3-MoE and DINOv3 ViT folders of `paper-tiny`'s sizes, with a tokenizer.json, as transformers saves them."
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel, Qwen3MoeConfig, Qwen3MoeForCausalLM
+    from rf_ref.data.datasets import QWEN3_SPECIALS, SHAPES_WORDS
+    llm, vit = Path(folder) / 'qwen3-moe-tiny', Path(folder) / 'dinov3-tiny'
+    words = ['<unk>', *QWEN3_SPECIALS.values(), *SHAPES_WORDS]
+    torch.manual_seed(seed)
+    lm = Qwen3MoeForCausalLM(Qwen3MoeConfig(vocab_size=8 * math.ceil(len(words) / 8), hidden_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=4,
+                                            num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1, mlp_only_layers=[],
+                                            norm_topk_prob=True, rope_theta=10_000.0, max_position_embeddings=4096))
+    enc = DINOv3ViTModel(DINOv3ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, patch_size=4,
+                                         num_register_tokens=4, image_size=32, use_gated_mlp=True, hidden_act='silu'))
+    with torch.no_grad():                   # larger than the default init, so that every part of the pass matters
+        for p in [*lm.parameters(), *enc.parameters()]: p.add_(0.05 * torch.randn_like(p))
+    lm.save_pretrained(llm, max_shard_size='200KB'); enc.save_pretrained(vit, max_shard_size='200KB')
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token='<unk>'))
+    tk.pre_tokenizer, tk.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
+    tk.save(str(llm / 'tokenizer.json'))
+    return str(llm), str(vit)
 
 # %% ../../nbs/61_pretrained.ipynb #1dd8204f
 def with_pretrained(cfg,              # a `Config`, e.g. get_config('paper')
