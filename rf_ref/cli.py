@@ -88,10 +88,17 @@ def gpu_counts(text: str) -> list:
 
 def cmd_plan(args):
     "Print the memory and time plan of a preset for each GPU count (see the plan notebook)."
-    from rf_ref.method.plan import plan, format_plans, Workload
+    from rf_ref.method.plan import plan, format_plans, stage_tokens, Workload
     cfg = get_config(args.preset, args.overrides)
-    work = Workload(tokens=args.tokens, generation=args.generation, understanding=args.understanding, text=args.text)
+    tokens = args.tokens or (cfg.data.max_tokens if cfg.data.packing else Workload.tokens)   # a packed preset: its own rows
+    work = Workload(tokens=tokens, generation=args.generation, understanding=args.understanding, text=args.text)
     print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
+    if cfg.data.packing and cfg.data.documents_per_rank and len(cfg.data.shares) == 3:   # the program the rows come from
+        print(f'the packed program: documents each GPU packs a step into rows of {cfg.data.max_tokens:,} tokens, images at the stage size')
+        for s in stage_tokens(cfg, work):
+            d = s['documents']
+            print(f"  {s['stage']:<12} {d['generation']:>4} generation + {d['understanding']:>4} understanding + {d['text']:>3} text "
+                  f"= {s['tokens']:>7,} tokens, {s['rows']:.0%} of a row")
 
 # %% ../nbs/90_cli.ipynb #a0008e40
 def _parse_plan(sub):
@@ -103,7 +110,8 @@ def _parse_plan(sub):
     p.add_argument('--replicas', type=positive, default=1, help='HSDP: replicate across this many groups, shard within (default 1)')
     p.add_argument('--mfu', type=positive_float, default=0.4, help='model FLOPs utilization assumed for the time (default 0.4)')
     p.add_argument('--peak-tflops', type=positive_float, default=989.0, help='bf16 dense peak per GPU (default 989, H100 SXM)')
-    p.add_argument('--tokens', type=positive, default=32_768, help='tokens per packed row, one row per GPU per step')
+    p.add_argument('--tokens', type=positive, default=0, help='tokens per packed row, one row per GPU per step (default: '
+                   'data.max_tokens of a packed preset, else 32,768)')
     p.add_argument('--generation', type=finite_float, default=0.6, help='share of the budget in text-to-image documents')
     p.add_argument('--understanding', type=finite_float, default=0.2, help='share in image-to-text documents')
     p.add_argument('--text', type=finite_float, default=0.2, help='share in pure-text documents')

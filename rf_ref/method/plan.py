@@ -15,7 +15,7 @@ from .baselines import AutoEncoder
 
 # %% auto #0
 __all__ = ['GB', 'count_params', 'backbone_floats', 'encoder_floats', 'saved_tensor_bytes', 'measure_activations', 'Workload',
-           'Plan', 'plan', 'format_plans']
+           'Plan', 'plan', 'stage_tokens', 'format_plans']
 
 # %% ../../nbs/28_plan.ipynb #551cac64
 def count_params(cfg: Config) -> dict:  # any preset; nothing is built
@@ -193,7 +193,8 @@ def plan(cfg: Config,               # the model and its stages (`get_config('pap
     if gpus % replicas: raise ValueError(f'gpus={gpus} is not a multiple of replicas={replicas}: each replica needs the same shard group')
     if not 0 < mfu <= 1: raise ValueError(f'mfu={mfu} must be in (0, 1], e.g. 0.4')
     if not (0 < gpu_memory < math.inf and 0 < peak_tflops < math.inf): raise ValueError(f'gpu_memory={gpu_memory} and peak_tflops={peak_tflops} must be positive and finite')
-    w, counts, shard = workload or Workload(), count_params(cfg), gpus // replicas
+    w = workload or Workload(tokens=cfg.data.max_tokens if cfg.data.packing else Workload.tokens)   # a packed run: its own row
+    counts, shard = count_params(cfg), gpus // replicas
     total = sum(t for t, _ in counts.values())
     trainable = total - sum(t for k, (t, _) in counts.items() if 'frozen' in k)
     m, e, row = cfg.mot, cfg.encoder, _per_row(cfg, w)
@@ -213,6 +214,24 @@ def plan(cfg: Config,               # the model and its stages (`get_config('pap
                   for s in cfg.train.stages) / (peak_tflops * 1e12 * mfu)
     return Plan(gpus, replicas, gpu_memory, {k: v / GB for k, v in memory.items()},
                 _row_flops(cfg, w, counts) / w.tokens, seconds / 3600, mfu, peak_tflops)
+
+# %% ../../nbs/28_plan.ipynb #643b090b
+def stage_tokens(cfg: Config,                  # a packed run: data.packing, documents per rank, shares of three sources
+                 workload: Workload | None = None) -> list:   # the caption, answer and text lengths; None: `Workload()`
+    "Per stage: the documents of each kind a rank packs a step, their tokens with images at the stage's size, and the rows of data.max_tokens they fill."
+    from dataclasses import replace
+    from rf_ref.data.shards import rows_per_source
+    out = []
+    for i, s in enumerate(cfg.train.stages):
+        n, shares = s.documents_per_rank or cfg.data.documents_per_rank, s.shares or cfg.data.shares
+        if not (cfg.data.packing and n and len(shares) == 3):
+            raise ValueError(f'stage {i} ({s.name}) is not a packed stage with documents per rank and shares of (generation, understanding, '
+                             'text) sources: set data.packing, data.documents_per_rank and three data.shares (or the stage\'s own)')
+        docs = _documents(cfg, replace(workload or Workload(), image_size=s.image_size or cfg.data.image_size))
+        counts = dict(zip(('generation', 'understanding', 'text'), rows_per_source(n, shares)))
+        tokens = sum(c * docs[k]['length'] for k, c in counts.items())
+        out.append({'stage': s.name, 'documents': counts, 'tokens': tokens, 'rows': tokens / cfg.data.max_tokens})
+    return out
 
 # %% ../../nbs/28_plan.ipynb #1f84369b
 def format_plans(plans: list,                # `plan` results, one column each
