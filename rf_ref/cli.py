@@ -95,10 +95,8 @@ def cmd_plan(args):
     print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
     if cfg.data.packing and cfg.data.documents_per_rank and len(cfg.data.shares) == 3:   # the program the rows come from
         print(f'the packed program: documents each GPU packs a step into rows of {cfg.data.max_tokens:,} tokens, images at the stage size')
-        for s in stage_tokens(cfg, work):
-            d = s['documents']
-            print(f"  {s['stage']:<12} {d['generation']:>4} generation + {d['understanding']:>4} understanding + {d['text']:>3} text "
-                  f"= {s['tokens']:>7,} tokens, {s['rows']:.0%} of a row")
+        for s in stage_tokens(cfg, work): print(f"  {s['stage']:<12}" + ' + '.join(f'{n:>4} {k}' for k, n in s['documents'].items())
+                                                + f" = {s['tokens']:>7,} tokens, {s['rows']:.0%} of a row")
 
 # %% ../nbs/90_cli.ipynb #a0008e40
 def _parse_plan(sub):

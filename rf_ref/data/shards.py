@@ -177,8 +177,7 @@ class ShardLoader:
         if len(sources) != len(shares): raise ValueError(f'{len(sources)} sources but {len(shares)} shares: give one share per source')
         self.sources, self.files, self.rows = list(sources), [shard_list(s) for s in sources], rows_per_source(batch_size, shares)
         self.rank, self.world, self.num_workers, self.seed, self.max_skipped = rank, world, num_workers, seed, max_skipped
-        for s, f in zip(self.sources, self.files):   # the last worker of the last rank has the fewest: every rank refuses alike
-            split_shards(f, world - 1, world, max(1, num_workers) - 1, max(1, num_workers), s)
+        for s, f in zip(self.sources, self.files): split_shards(f, world - 1, world, max(1, num_workers) - 1, max(1, num_workers), s)  # the fewest: all ranks refuse alike
         self.step, self.positions = 0, {}
         if state: self.load_state_dict(state)
     def state_dict(self) -> dict:
