@@ -176,7 +176,7 @@ def paper_tiny() -> Config:
                    encoder=EncoderConfig(patch_size=4, width=64, depth=2, heads=4, mlp_hidden=96, gated_mlp=True, n_registers=4,
                                          ema_decay=0.99),
                    vq=VQConfig(codebook_size=64, momentum=0.99),
-                   mot=MoTConfig(vocab_size=48, width=64, depth=2, heads=4, kv_heads=2, head_dim=16, ffn_hidden=32, n_experts=4,
+                   mot=MoTConfig(vocab_size=56, width=64, depth=2, heads=4, kv_heads=2, head_dim=16, ffn_hidden=32, n_experts=4,
                                  experts_per_token=2),
                    flow=FlowConfig(patch_size=8), sample=replace(p.sample, steps=4),
                    train=replace(p.train, precision='fp32', warmup_steps=2, ema_decay=0.99, log_every=1, ckpt_every=2, keep_last=2,

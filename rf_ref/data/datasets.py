@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_datasets.ipynb #d0a1b2c5
 from __future__ import annotations
-import os, re
+import json, os, re
 from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -15,9 +15,9 @@ from .images import Digits, CIFAR10, ImageNet64
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'SHAPES_WORDS', 'QWEN3_SPECIALS', 'IGNORE', 'MODALITY_COLORS', 'ByteTokenizer', 'WordTokenizer',
-           'HFTokenizer', 'tokenizer_spec', 'load_tokenizer', 'Batch', 'rope_positions', 'generation_batch',
-           'understanding_batch', 'text_batch', 'collate', 'show_batch', 'data_dir', 'find_data_file', 'build_dataset',
-           'StepBatchSampler']
+           'chat_turn', 'HFTokenizer', 'tokenizer_spec', 'load_tokenizer', 'Batch', 'rope_positions',
+           'generation_batch', 'understanding_batch', 'text_batch', 'collate', 'show_batch', 'data_dir',
+           'find_data_file', 'build_dataset', 'StepBatchSampler']
 
 # %% ../../nbs/12_datasets.ipynb #e99589ff
 SPECIAL_TOKENS = ('pad', 'bot', 'eot', 'boi', 'eoi', 'bor', 'bop')  # pad, begin/end text, begin/end image, begin R, begin P
@@ -61,6 +61,24 @@ class WordTokenizer:
         n = len(SPECIAL_TOKENS)
         return ' '.join(self.words[int(i) - n] for i in ids if n <= int(i) < self.vocab_size).replace(' ?', '?')
 
+# %% ../../nbs/12_datasets.ipynb #9132d9d6
+def chat_turn(tok,             # an `HFTokenizer` (its `encode` knows the template's special tokens)
+              config: str      # the tokenizer_config.json beside its tokenizer.json; missing or without a template: None
+             ) -> tuple | None:  # (ids before the user's text, ids after it up to the assistant's reply)
+    "The token ids a chat template puts around one user message, with the assistant's header after it."
+    if not os.path.isfile(config): return None
+    template = json.load(open(config)).get('chat_template')
+    if not isinstance(template, str): return None              # absent, or a list of named templates this does not pick from
+    from jinja2.sandbox import ImmutableSandboxedEnvironment   # as transformers renders templates (jinja2 comes with torch)
+    def fail(message): raise ValueError(f'{config}: its chat template raised: {message}')
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True); env.globals['raise_exception'] = fail
+    mark = '\u2063RF-TEXT\u2063'
+    text = env.from_string(template).render(messages=[{'role': 'user', 'content': mark}], add_generation_prompt=True,
+                                            enable_thinking=False, bos_token='', eos_token='')
+    if text.count(mark) != 1: raise ValueError(f'{config}: its chat template does not show a user message once; remove chat_template to train without it')
+    before, after = text.split(mark)
+    return tok.encode(before), tok.encode(after)
+
 # %% ../../nbs/12_datasets.ipynb #1712d97f
 QWEN3_SPECIALS = {'pad': '<|endoftext|>', 'bot': '<|im_start|>', 'eot': '<|im_end|>', 'boi': '<|vision_start|>',
                   'eoi': '<|vision_end|>', 'bor': '<|rep_start|>', 'bop': '<|pixel_start|>'}
@@ -76,11 +94,11 @@ class HFTokenizer:
         except Exception as e:   # the Rust binding raises a bare Exception for a file that is not a tokenizer.json
             raise ValueError(f'tokenizer file {path} is not a Hugging Face tokenizer.json ({" ".join(str(e).split())[:80]}): pass '
                              f"the tokenizer.json of a local checkpoint, or data.tokenizer='bytes' for the toy tokenizer") from None
-        missing = [t for t in specials.values() if self.tk.token_to_id(t) is None]
-        if missing: self.tk.add_special_tokens([AddedToken(t, special=True) for t in missing])
+        self.tk.add_special_tokens([AddedToken(t, special=True) for t in specials.values()])   # missing ones added; all matched whole
         self.special = {name: self.tk.token_to_id(t) for name, t in specials.items()}
         for name, i in self.special.items(): setattr(self, f'{name}_id', i)
         self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
+        self.chat = chat_turn(self, os.path.join(os.path.dirname(path), 'tokenizer_config.json'))
 
     def encode(self, text: str) -> list: return self.tk.encode(text, add_special_tokens=False).ids
     def decode(self, ids) -> str:
@@ -131,8 +149,9 @@ def rope_positions(modality: torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/12_datasets.ipynb #4ef5ca74
 def generation_batch(captions, images, tok, n_rep: int, n_pix: int, max_text_len: int,
                      caption_lm: bool = False) -> Batch:
-    "Generation sequences [pad.. bot caption eot bor R.. bop P..]; `n_rep=0` leaves out the R segment."
-    texts = [[tok.bot_id] + tok.encode(c)[:max_text_len - 2] + [tok.eot_id] for c in captions]
+    "Generation sequences [pad.. bot caption eot bor R.. bop P..] (a chat template: its user turn and the assistant's header around the caption); `n_rep=0` leaves out the R segment."
+    before, after = getattr(tok, 'chat', None) or ([tok.bot_id], [tok.eot_id])
+    texts = [before + tok.encode(c)[:max(max_text_len - len(before) - len(after), 0)] + after for c in captions]
     l = max(map(len, texts)); b = len(texts)
     tail = ([tok.bor_id] + [0] * n_rep if n_rep else []) + [tok.bop_id] + [0] * n_pix
     tail_mod = ([Modality.TEXT] + [Modality.REP] * n_rep if n_rep else []) + [Modality.TEXT] + [Modality.PIXEL] * n_pix
@@ -146,10 +165,11 @@ def generation_batch(captions, images, tok, n_rep: int, n_pix: int, max_text_len
 
 # %% ../../nbs/12_datasets.ipynb #a989d37c
 def understanding_batch(images, questions, answers, tok, n_vis: int, max_text_len: int) -> Batch:
-    "Understanding sequences [boi V.. eoi bot question answer eot pad..], L_LM on answer and eot."
-    rows = []
+    "Understanding sequences [boi V.. eoi bot question answer eot pad..] (a chat template: the question in its user turn, the answer after the assistant's header), L_LM on answer and eot."
+    chat, rows = getattr(tok, 'chat', None), []
     for q, a in zip(questions, answers):
-        prompt, ans = [tok.bot_id] + tok.encode(q + ' '), tok.encode(a) + [tok.eot_id]
+        prompt = chat[0] + tok.encode(q) + chat[1] if chat else [tok.bot_id] + tok.encode(q + ' ')
+        ans = tok.encode(a) + [tok.eot_id]
         rows.append((prompt[:max(max_text_len - len(ans), 1)], ans))
     head = [tok.boi_id] + [0] * n_vis + [tok.eoi_id]
     n = len(head) + max(len(p) + len(a) for p, a in rows); b = len(rows)

@@ -19,9 +19,9 @@ from ..method.encoder import dinov3_name, encoder_config_from_dinov3, fold_image
 from .qwen3 import mot_config_from_qwen3, qwen3_destinations
 
 # %% auto #0
-__all__ = ['INDEX', 'SINGLE', 'MOT_FIELDS', 'ENCODER_FIELDS', 'checkpoint_index', 'on_meta', 'LoadReport', 'qwen3_config',
-           'dinov3_config', 'check_fits', 'stream_checkpoint', 'load_qwen3_checkpoint', 'load_dinov3_checkpoint',
-           'write_tiny_checkpoints', 'with_pretrained', 'load_pretrained']
+__all__ = ['INDEX', 'SINGLE', 'MOT_FIELDS', 'ENCODER_FIELDS', 'TINY_CHAT_TEMPLATE', 'checkpoint_index', 'on_meta', 'LoadReport',
+           'qwen3_config', 'dinov3_config', 'check_fits', 'stream_checkpoint', 'load_qwen3_checkpoint',
+           'load_dinov3_checkpoint', 'write_tiny_checkpoints', 'with_pretrained', 'load_pretrained']
 
 # %% ../../nbs/61_pretrained.ipynb #f4f6d5ef
 INDEX, SINGLE = 'model.safetensors.index.json', 'model.safetensors'
@@ -280,6 +280,9 @@ def load_dinov3_checkpoint(model: nn.Module,  # an `RFModel`, on meta or materia
     return report
 
 # %% ../../nbs/61_pretrained.ipynb #11cc5096
+# Qwen3's chat template reduced to what a plain chat reaches (no tools, no system prompt rules): the user and assistant turns
+TINY_CHAT_TEMPLATE = ("""{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}""")
+
 def write_tiny_checkpoints(folder,          # made if missing; gets qwen3-moe-tiny/ and dinov3-tiny/
                            seed: int = 0) -> tuple:   # (LLM folder, encoder folder)
     "Random Qwen3-MoE and DINOv3 ViT folders of `paper-tiny`'s sizes, with a tokenizer.json, as transformers saves them."
@@ -287,7 +290,7 @@ def write_tiny_checkpoints(folder,          # made if missing; gets qwen3-moe-ti
     from transformers import DINOv3ViTConfig, DINOv3ViTModel, Qwen3MoeConfig, Qwen3MoeForCausalLM
     from rf_ref.data.datasets import QWEN3_SPECIALS, SHAPES_WORDS
     llm, vit = Path(folder) / 'qwen3-moe-tiny', Path(folder) / 'dinov3-tiny'
-    words = ['<unk>', *QWEN3_SPECIALS.values(), *SHAPES_WORDS]
+    words = ['<unk>', *QWEN3_SPECIALS.values(), 'user', 'assistant', 'think', *SHAPES_WORDS]
     torch.manual_seed(seed)
     lm = Qwen3MoeForCausalLM(Qwen3MoeConfig(vocab_size=8 * math.ceil(len(words) / 8), hidden_size=64, num_hidden_layers=2,
                                             num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=4,
@@ -300,7 +303,8 @@ def write_tiny_checkpoints(folder,          # made if missing; gets qwen3-moe-ti
     lm.save_pretrained(llm, max_shard_size='200KB'); enc.save_pretrained(vit, max_shard_size='200KB')
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token='<unk>'))
     tk.pre_tokenizer, tk.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
-    tk.save(str(llm / 'tokenizer.json'))
+    tk.add_special_tokens(list(QWEN3_SPECIALS.values())); tk.save(str(llm / 'tokenizer.json'))
+    (llm / 'tokenizer_config.json').write_text(json.dumps({'chat_template': TINY_CHAT_TEMPLATE}))
     return str(llm), str(vit)
 
 # %% ../../nbs/61_pretrained.ipynb #1dd8204f
