@@ -21,9 +21,10 @@ from torch.utils.checkpoint import checkpoint
 
 # %% auto #0
 __all__ = ['sincos_2d', 'GridEmbedding', 'sinusoidal', 'TimeEmbedding', 'add_pixel_parts', 'RFModel', 'flow_input', 'flow_output',
-           'rep_targets', 'fill_slots', 'image_grids', 'embed_generation', 'rep_under_pixels', 'noisy_plan', 'segments',
-           'visibility', 'lm_loss', 'rep_loss', 'generation_noise', 'generation_inputs', 'generation_head_losses',
-           'generation_losses', 'embed_understanding', 'understanding_losses', 'objective', 'rf_losses']
+           'rep_targets', 'fill_slots', 'grid_multiple', 'image_grids', 'embed_generation', 'rep_under_pixels',
+           'noisy_plan', 'segments', 'visibility', 'lm_loss', 'rep_loss', 'generation_noise', 'generation_inputs',
+           'generation_head_losses', 'generation_losses', 'embed_understanding', 'understanding_losses', 'objective',
+           'rf_losses']
 
 # %% ../../nbs/26_model.ipynb #8a5bb903
 def sincos_2d(gh: int, gw: int,  # grid rows and columns
@@ -166,15 +167,22 @@ def fill_slots(h: torch.Tensor,       # (b, n, d) embeddings
     out[where] = values.reshape(-1, values.shape[-1]).to(out.dtype)
     return out
 
+# %% ../../nbs/26_model.ipynb #acf28392
+def grid_multiple(cfg: Config) -> int:   # its encoder cell (patch x pool) and pixel patch (x the latent factor)
+    "Pixels an image side must be a multiple of, so that its R, V and P grids tile it."
+    f = cfg.model.latent_factor if cfg.model.space == 'latent' else 1
+    return math.lcm(cfg.encoder.patch_size * cfg.encoder.pool, f * cfg.flow.patch_size)
+
 def image_grids(cfg: Config, h: int, w: int) -> dict:  # an image of h x w pixels
     "Token grids (rows, columns) of an image of any size: 'rep' (R and V tokens: encoder patches, pooled) and 'pixel' (P)."
     cell, p = cfg.encoder.patch_size * cfg.encoder.pool, cfg.flow.patch_size
     f = cfg.model.latent_factor if cfg.model.space == 'latent' else 1
     if h % cell or w % cell or h % (f * p) or w % (f * p):
         raise ValueError(f'image size {h}x{w} must be a multiple of encoder.patch_size * encoder.pool = {cell} '
-                         f'and of the pixel patch {f * p} px: resize or crop it to a multiple of {math.lcm(cell, f * p)}')
+                         f'and of the pixel patch {f * p} px: resize or crop it to a multiple of {grid_multiple(cfg)}')
     return {'rep': (h // cell, w // cell), 'pixel': (h // (f * p), w // (f * p))}
 
+# %% ../../nbs/26_model.ipynb #d6707fe6
 def embed_generation(model: RFModel,
                      batch: Batch,         # a generation batch: its token ids, modalities and image size
                      rep_in,               # (b, r) R ids, or (b, r, e) features (continuous); None without R

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/67_packed_train.ipynb #c36eb12b
 from __future__ import annotations
-import math, os
 import torch
 import torch.nn.functional as F
-from ..core.checkpoint import CheckpointError, load_config, step_folders
+from ..core.checkpoint import CheckpointError, load_config
+from ..core.runs import candidates
 from ..core.config import Config
 from ..data.datasets import Batch
-from ..method.model import RFModel, generation_noise
+from ..method.model import RFModel, generation_noise, grid_multiple
 from ..method.train import Trainer, compute_dtype, rank_batch, shard_items, stage_at, stage_image_size
 from .packing import generation_document, pack, text_document, understanding_document
 from .parallel import example_seed, global_mean
@@ -25,9 +25,7 @@ def native_size(cfg: Config,          # encoder patch and pool, flow patch, mode
                 h: int, w: int,       # the image's pixels
                 max_side: int) -> tuple:   # no side longer: the stage's image size
     "(h', w'): the image's own size, scaled down if a side exceeds `max_side`, each side cut to a multiple of the token grid (one cell at least)."
-    f = cfg.model.latent_factor if cfg.model.space == 'latent' else 1
-    m = math.lcm(cfg.encoder.patch_size * cfg.encoder.pool, cfg.flow.patch_size * f)
-    s = min(1.0, max_side / max(h, w))
+    m, s = grid_multiple(cfg), min(1.0, max_side / max(h, w))
     return tuple(max(m, int(x * s) // m * m) for x in (h, w))
 
 def fit_native(cfg: Config, image: torch.Tensor,   # (c, h, w)
@@ -51,7 +49,7 @@ def item_document(cfg: Config, tok,     # a tokenizer of `rf_ref.data.datasets`
 # %% ../../nbs/67_packed_train.ipynb #2a1918d8
 def packed_steps(tr,          # a `PackedTrainer` or `PackedParallelTrainer`
                  start: int): # the first step to yield the documents of
-    "This rank's documents of steps start, start + 1, ...: its share of train.batch_size, images at their own sizes up to the stage's."
+    "This rank's documents of steps start, start + 1, ... (`rank_batch` of them), images at their own sizes up to the stage's."
     c = tr.cfg
     for step, items in shard_items(tr, start):
         _, stage, _ = stage_at(c, step)
@@ -108,8 +106,9 @@ def trainer_of(path: str,                    # a run folder, its ckpt/ folder, o
               ) -> type:
     "The trainer class that resumes the run at `path`, from its newest checkpoint's config."
     parallel = sharded_run(path) if parallel is None else parallel
-    root = os.path.join(path, 'ckpt') if os.path.isdir(os.path.join(path, 'ckpt')) else path
-    for folder in [path] + [p for _, p in reversed(step_folders(root))]:
+    try: folders = candidates(path)                        # the checkpoints `resume` tries, newest first
+    except CheckpointError: folders = []                   # none: `resume` reports it
+    for folder in folders:
         try: return trainer_for(load_config(folder), parallel)
-        except CheckpointError: continue                   # damaged or not a checkpoint: `resume` sets it aside too
-    return trainer_for(Config(), parallel)                 # no config to read: `resume` reports what is missing
+        except CheckpointError: continue                   # damaged: `resume` sets it aside too
+    return trainer_for(Config(), parallel)
