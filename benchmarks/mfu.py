@@ -30,7 +30,7 @@ from rf_ref.method.train import Trainer, train_step
 
 def mid_size(a) -> list:
     "Overrides of the `paper` preset: its layer shapes, fewer layers and experts, Shapes data at 256 px."
-    o = [f'mot.depth={a.depth}', f'mot.n_experts={a.experts}', f'encoder.depth={a.encoder_depth}', 'data.dataset=shapes',
+    o = [f'mot.depth={a.depth}', f'mot.n_experts={a.experts}', f'encoder.depth={a.encoder_depth}', 'data.dataset=shapes', 'data.packing=false',
          'data.tokenizer=words', 'data.max_text_len=40', 'data.n_train=2000', 'data.n_test=100',
          f'train.batch_size={a.batch_size}', f'train.precision={a.precision}']
     if a.tiny: o += ['mot.width=64', 'mot.heads=4', 'mot.kv_heads=2', 'mot.head_dim=16', 'mot.ffn_hidden=32',

@@ -11,20 +11,24 @@ the two paths' outputs and gradients are checked to agree before timing.
     python benchmarks/moe_grouped.py                                   # CPU, 16 experts, top-2, 256 tokens
     python benchmarks/moe_grouped.py --device cuda                     # 128 experts, top-8, 8192 tokens, bf16
     python benchmarks/moe_grouped.py --experts 32 --tokens 512 --top-k 4
+    python benchmarks/moe_grouped.py --precision bf16                  # float32 weights under bf16 autocast, as training
 
 As in mot_vs_torch.py, waiting OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE unless set): spinning
 waits on a loaded machine measure the load rather than the kernels.
 """
 import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch starts its OpenMP runtime
-import argparse, statistics, sys, time
+import argparse, contextlib, statistics, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
-from rf_ref.method.moe import MoE, grouped_mm_unsupported
+from rf_ref.method.moe import MoE, compute_operands, grouped_mm_unsupported
 
 DEFAULTS = {'cpu': dict(experts=16, top_k=2, tokens=256, dtype='float32'),
             'cuda': dict(experts=128, top_k=8, tokens=8192, dtype='bfloat16')}
+
+
+AMP = contextlib.nullcontext   # `--precision bf16`: bfloat16 autocast around every forward
 
 
 def step(moe, x, g, impl, sync):
@@ -33,7 +37,7 @@ def step(moe, x, g, impl, sync):
     moe.zero_grad(set_to_none=True)
     x.grad = None
     sync(); start = time.perf_counter()
-    y, logits = moe(x)
+    with AMP(): y, logits = moe(x)
     (y * g).sum().backward()
     sync()
     return time.perf_counter() - start
@@ -45,7 +49,7 @@ def agreement(moe, x, g):
     for impl in ('grouped', 'loop'):
         step(moe, x, g, impl, lambda: None)
         moe.impl = impl
-        y, _ = moe(x)
+        with AMP(): y, _ = moe(x)
         results[impl] = [y.detach(), x.grad, moe.router.weight.grad, moe.gate_up.grad, moe.down.grad]
     return max(float((a.float() - b.float()).abs().max() / b.float().abs().max())
                for a, b in zip(results['grouped'], results['loop']))
@@ -59,6 +63,8 @@ def main():
     p.add_argument('--tokens', type=int, default=None, help='s (default: 256 on cpu, 8192 on cuda)')
     p.add_argument('--dtype', default=None, choices=['float32', 'bfloat16', 'float16'],
                    help='default: float32 on cpu, bfloat16 on cuda')
+    p.add_argument('--precision', default='', choices=['', 'bf16'],
+                   help="bf16: float32 weights and tokens under bfloat16 autocast, as training runs (the experts' operands cast once)")
     p.add_argument('--width', type=int, default=2048, help='d (Qwen3-30B-A3B: 2048)')
     p.add_argument('--hidden', type=int, default=768, help='f of one expert (Qwen3-30B-A3B: 768)')
     p.add_argument('--warmup', type=int, default=2, help='untimed steps of each path')
@@ -79,7 +85,11 @@ def main():
     moe = MoE(a.width, a.hidden, a.experts, a.top_k).to(device, dtype)
     x = torch.randn(a.tokens, a.width, device=device, dtype=dtype, requires_grad=True)
     g = torch.randn(a.tokens, a.width, device=device, dtype=dtype)
-    why = grouped_mm_unsupported(x, moe.gate_up, moe.down)
+    global AMP
+    if a.precision == 'bf16':
+        if a.dtype != 'float32': sys.exit(f'--precision bf16 autocasts float32 weights: leave --dtype at float32, not {a.dtype}')
+        AMP = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    with AMP(): why = grouped_mm_unsupported(*compute_operands(x, moe.gate_up, moe.down))
     if why: sys.exit(f'the grouped GEMM cannot run here: {why}')
 
     with torch.no_grad():
@@ -88,7 +98,7 @@ def main():
              f'CPU, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}, '
              f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
     print(f'torch {torch.__version__}, {where}')
-    print(f'd={a.width} f={a.hidden} experts={a.experts} top-k={a.top_k} tokens={a.tokens} {a.dtype}; '
+    print(f'd={a.width} f={a.hidden} experts={a.experts} top-k={a.top_k} tokens={a.tokens} {a.dtype}{" under bf16 autocast" if a.precision else ""}; '
           f'rows per expert: min {min(counts)}, median {statistics.median(counts):g}, max {max(counts)}, '
           f'{sum(c == 0 for c in counts)} experts without tokens')
     print(f'grouped vs loop, largest relative difference (output and gradients): {agreement(moe, x, g):.1e}')

@@ -3,8 +3,8 @@
 - outputs and gradients (input, router, gate_up, down) agree in float32 over several expert counts,
   top-k and batch sizes, with experts that get no token, in training and under no_grad;
 - the same through a whole MoT transformer with mixture-of-experts pools (loss and every gradient);
-- where the grouped GEMM cannot run (float64, widths that break 16-byte strides, autocast)
-  `impl='auto'` takes the loop and `impl='grouped'` raises with the reason.
+- where the grouped GEMM cannot run (float64, widths that break 16-byte strides) `impl='auto'` takes the loop and
+  `impl='grouped'` raises with the reason; under bfloat16 autocast it runs (the operands cast explicitly).
 """
 import pytest
 import torch
@@ -112,7 +112,13 @@ def test_fallbacks_and_errors():
     bf16 = MoE(16, 12, 4, 2).bfloat16()  # f=12 is 24 bytes in bfloat16
     assert 'f=12' in grouped_mm_unsupported(torch.randn(3, 16, dtype=torch.bfloat16), bf16.gate_up, bf16.down)
 
+    torch.manual_seed(0)
+    amp, x = MoE(16, 24, 4, 2), torch.randn(30, 16)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert MoE(16, 24, 4, 2).expert_path(torch.randn(3, 16)) == 'loop'
+        assert amp.expert_path(x) == 'grouped'
+        outs = {}
+        for impl in ('grouped', 'loop'): amp.impl = impl; outs[impl] = amp(x)[0]
+    assert outs['grouped'].dtype == torch.float32
+    assert_close(outs['grouped'], outs['loop'], atol=2e-2 * float(outs['loop'].abs().max()), rtol=0)
 
     with pytest.raises(ValueError, match="impl='fast'"): MoE(16, 24, 4, 2, impl='fast')

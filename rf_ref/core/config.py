@@ -47,6 +47,9 @@ class DataConfig:
     documents_per_rank: int = 0       # packing: documents each rank takes a step, on any number of ranks; 0: train.batch_size
                                       # split over the ranks. The paper sets one 32,768-token row per GPU: at the planner's
                                       # mix (`Workload`) 23 documents fill one
+    streams: int = 0                  # shards: the run's data streams, each reading its own shards; 0 = one per rank at the
+                                      # start (then saved). Each rank serves streams / ranks of them, each stream takes a
+                                      # step's documents_per_rank (or batch share): the same documents on any ranks that divide it
 
 # %% ../../nbs/01_config.ipynb #90ecfd1c
 @dataclass
@@ -244,7 +247,7 @@ _AT_LEAST_1 = {'data': 'image_size channels max_text_len max_tokens', 'model': '
                'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
-_AT_LEAST_0 = {'data': 'n_train n_test max_skipped documents_per_rank', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
+_AT_LEAST_0 = {'data': 'n_train n_test max_skipped documents_per_rank streams', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',
                'model': 'w_lm w_rep w_fm connector_hidden repa_weight repa_depth', 'sample': 'top_k w_pix_rep', 'vq': 'restart_after',
                'train': 'weight_decay warmup_steps max_bad_steps', 'stage': 'image_size documents_per_rank'}
 _ABOVE_1 = {'train': 'max_loss_ratio'}   # a ratio to the first loss: at or below 1 stops a healthy run

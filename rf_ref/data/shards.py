@@ -14,7 +14,8 @@ from .shapes import ShapesItem, to_tensor, to_uint8
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'KINDS', 'to_sample', 'write_shards', 'decode', 'Position', 'ShardStream', 'shard_list',
-           'rows_per_source', 'split_shards', 'ShardLoader', 'export_shards', 'fit_square']
+           'rows_per_source', 'split_shards', 'stream_split', 'ShardLoader', 'merge_states', 'export_shards',
+           'fit_square']
 
 # %% ../../nbs/13_shards.ipynb #6a0218a7
 IMAGE_EXTS = ('png', 'jpg', 'jpeg', 'webp')
@@ -144,6 +145,19 @@ def split_shards(files: list, rank: int, world: int, worker: int, workers: int, 
                          f'{world * workers} (rf-ref export-shards with a smaller --per-shard), or use fewer workers')
     return mine
 
+# %% ../../nbs/13_shards.ipynb #24efba76
+def stream_split(streams: int,     # the run's data streams; 0: one per rank
+                 world: int, rank: int,
+                 batch_size: int   # rows a step on this rank
+                ) -> tuple:        # (the streams this rank serves, rows of each)
+    "Rank r of W serves streams r S/W ... (r + 1) S/W - 1, each with an equal part of the rank's rows."
+    s = streams or world
+    if s % world: raise ValueError(f'data.streams={s} does not split over {world} ranks: run (or resume) on ranks that divide it')
+    per = s // world
+    if batch_size % per:
+        raise ValueError(f'{batch_size} rows a step on each rank do not split over its {per} data streams: give a multiple of {per}')
+    return range(rank * per, (rank + 1) * per), batch_size // per
+
 # %% ../../nbs/13_shards.ipynb #cc37aa0e
 class _Steps(IterableDataset):
     "The batches of a `ShardLoader` from `start`: worker k of W makes steps start + k, start + k + W, ..."
@@ -152,12 +166,12 @@ class _Steps(IterableDataset):
     def __iter__(self):
         info = get_worker_info(); k, w = (info.id, info.num_workers) if info else (0, 1)
         ld, reader = self.loader, (self.start + k) % w
-        streams = [ShardStream(split_shards(f, ld.rank, ld.world, reader, w, src), [ld.seed, j, ld.rank, reader],
-                               Position(**ld.positions.get(reader, {}).get(j, {})))
-                   for j, (src, f) in enumerate(zip(ld.sources, ld.files))]
-        its, step = [iter(s) for s in streams], self.start + k
+        streams = [ShardStream(split_shards(f, v, ld.streams, reader, w, src), [ld.seed, j, v, reader],   # stream v's own shards
+                               Position(**ld.positions.get(reader, {}).get(v * len(ld.files) + j, {})))
+                   for v in ld.served for j, (src, f) in enumerate(zip(ld.sources, ld.files))]
+        its, step, rows = [iter(s) for s in streams], self.start + k, ld.rows * len(ld.served)
         while True:
-            items = [next(it) for it, n in zip(its, ld.rows) for _ in range(n)]
+            items = [next(it) for it, n in zip(its, rows) for _ in range(n)]   # stream by stream, source by source
             yield step, reader, items, [dataclasses.asdict(s.pos) for s in streams]
             step += w
 
@@ -170,26 +184,20 @@ class ShardLoader:
                  shares: list,                 # each source's share of a batch
                  batch_size: int,              # rows per batch on this rank
                  rank: int = 0, world: int = 1,
+                 streams: int = 0,             # the run's data streams (`stream_split`); 0: one per rank
                  num_workers: int = 0,         # DataLoader workers (0: read in this process)
                  seed: int = 0,                # seeds every stream's shard order
                  max_skipped: int = 100,       # damaged samples and tar parts tolerated in all, before the run stops
                  state: dict | None = None):   # `state_dict()` of the loader to continue
         if len(sources) != len(shares): raise ValueError(f'{len(sources)} sources but {len(shares)} shares: give one share per source')
-        self.sources, self.files, self.rows = list(sources), [shard_list(s) for s in sources], rows_per_source(batch_size, shares)
+        self.served, rows = stream_split(streams, world, rank, batch_size)
+        self.sources, self.files, self.rows = list(sources), [shard_list(s) for s in sources], rows_per_source(rows, shares)
         self.rank, self.world, self.num_workers, self.seed, self.max_skipped = rank, world, num_workers, seed, max_skipped
-        for s, f in zip(self.sources, self.files): split_shards(f, world - 1, world, max(1, num_workers) - 1, max(1, num_workers), s)  # the fewest: all ranks refuse alike
+        self.streams = streams or world
+        for s, f in zip(self.sources, self.files):   # the fewest shards a reader gets: every rank refuses alike
+            split_shards(f, self.streams - 1, self.streams, max(1, num_workers) - 1, max(1, num_workers), s)
         self.step, self.positions = 0, {}
         if state: self.load_state_dict(state)
-    def state_dict(self) -> dict:
-        return {'step': self.step, 'world': self.world, 'workers': max(1, self.num_workers), 'sources': self.sources,
-                'positions': {str(r): {str(j): p for j, p in ps.items()} for r, ps in self.positions.items()}}
-
-    def load_state_dict(self, st: dict):
-        now = {'world': self.world, 'workers': max(1, self.num_workers), 'sources': self.sources}
-        if (was := {k: st.get(k) for k in now}) != now:
-            raise ValueError(f'the data loader state was saved with {was} and would resume with {now}: resume with the same '
-                             'ranks, data workers and sources (the stream positions belong to those readers)')
-        self.step = st['step']; self.positions = {int(r): {int(j): p for j, p in ps.items()} for r, ps in st['positions'].items()}
 
     def skipped(self) -> int: return sum(p['skipped'] for ps in self.positions.values() for p in ps.values())
     def __iter__(self):
@@ -198,11 +206,37 @@ class ShardLoader:
                             generator=torch.Generator().manual_seed(self.seed + self.step))
         for step, reader, items, pos in loader:
             assert step == self.step, (step, self.step)
-            self.positions[reader], self.step = dict(enumerate(pos)), step + 1
+            keys = [v * len(self.files) + j for v in self.served for j in range(len(self.files))]   # stream v, source j
+            self.positions[reader], self.step = dict(zip(keys, pos)), step + 1
             if self.skipped() > self.max_skipped:
                 raise ValueError(f'{self.skipped()} damaged samples or shard parts skipped by step {step}, more than '
                                  f'max_skipped={self.max_skipped}: check the shards (rf-ref export-shards writes whole ones) or raise the limit')
             yield items
+
+# %% ../../nbs/13_shards.ipynb #a87a8cda
+def _state_dict(self) -> dict:
+    "The next step and each reader's positions, stream by stream (key: stream x sources + source), for a checkpoint's JSON."
+    return {'step': self.step, 'world': self.world, 'streams': self.streams, 'workers': max(1, self.num_workers), 'sources': self.sources,
+            'positions': {str(r): {str(j): p for j, p in ps.items()} for r, ps in self.positions.items()}}
+
+def _load_state_dict(self, st: dict):
+    "Continue from `state_dict()`, saved on any ranks that divide the same streams: each rank reads its own streams' positions."
+    now = {'streams': self.streams, 'workers': max(1, self.num_workers), 'sources': self.sources}
+    if (was := {k: st.get(k) for k in now}) != now:
+        raise ValueError(f'the data loader state was saved with {was} and would resume with {now}: resume with the same '
+                         'streams (data.streams), data workers and sources (the stream positions belong to those readers)')
+    self.step = st['step']; self.positions = {int(r): {int(j): p for j, p in ps.items()} for r, ps in st['positions'].items()}
+
+ShardLoader.state_dict, ShardLoader.load_state_dict = _state_dict, _load_state_dict
+
+# %% ../../nbs/13_shards.ipynb #989527f2
+def merge_states(states: list) -> dict:   # `ShardLoader.state_dict()` of every rank, saved at one step
+    "One loader state with every rank's stream positions; a loader on any ranks that divide its streams continues from it."
+    if len(steps := {s['step'] for s in states}) != 1: raise ValueError(f'loader states of steps {sorted(steps)}: merge the states of one step')
+    out = dict(states[0], positions={})
+    for s in states:
+        for reader, ps in s['positions'].items(): out['positions'].setdefault(reader, {}).update(ps)
+    return out
 
 # %% ../../nbs/13_shards.ipynb #80cc7ce6
 def export_shards(data_cfg,                 # a `DataConfig`: the data set and its size, root and seed

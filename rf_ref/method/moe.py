@@ -8,11 +8,12 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.distributed as dist
 from ..core.config import MoTConfig
 
 # %% auto #0
 __all__ = ['GROUPED_DTYPES', 'IMPLS', 'SwiGLU', 'grouped_mm_unsupported', 'route', 'swiglu_loop', 'swiglu_grouped',
-           'choose_expert_path', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
+           'compute_operands', 'choose_expert_path', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
 
 # %% ../../nbs/22_moe.ipynb #dc6188c3
 class SwiGLU(nn.Module):
@@ -54,9 +55,7 @@ def grouped_mm_unsupported(x: torch.Tensor,        # (s, d) the tokens
                            down: torch.Tensor      # (e, d, f)
                           ) -> str | None:
     "Why the experts cannot run as a grouped GEMM on `x` here, or None when they can."
-    device, dtype = x.device, x.dtype
-    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
-        return 'autocast is on (the loop runs each matmul in the autocast dtype)'
+    device, dtype = x.device, x.dtype   # under autocast, `compute_operands` first: the GEMMs run on what it gives
     if gate_up.dtype != dtype or down.dtype != dtype:
         return f'the input is {dtype} but the expert weights are {gate_up.dtype} and {down.dtype}'
     if dtype not in GROUPED_DTYPES: return f'dtype {dtype}: the grouped GEMM takes float32, bfloat16 or float16'
@@ -99,6 +98,14 @@ def swiglu_grouped(rows, counts, gate_up, down):  # as `swiglu_loop`
     gate, up = torch._grouped_mm(rows, gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)  # (s k, f) each
     return torch._grouped_mm(F.silu(gate) * up, down.transpose(1, 2), offs=offs)
 
+# %% ../../nbs/22_moe.ipynb #1cc8b74a
+def compute_operands(rows: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> tuple:   # (s, d), (e, 2f, d), (e, d, f)
+    "The experts' operands in the dtype their matmuls run in: autocast's when it is on, each cast once; else as given."
+    dev = rows.device.type
+    if not (torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)): return rows, gate_up, down
+    dt = torch.get_autocast_dtype(dev)
+    return rows.to(dt), gate_up.to(dt), down.to(dt)
+
 # %% ../../nbs/22_moe.ipynb #0bb3c38c
 IMPLS = ('auto', 'grouped', 'loop')
 
@@ -136,35 +143,37 @@ class MoE(nn.Module):
     def expert_path(self, x: torch.Tensor  # (s, d) the tokens `forward` is given
                    ) -> str:
         "'grouped' or 'loop': how `forward` runs the experts on `x`; raises when `impl='grouped'` cannot run."
-        self._check_impl(); return choose_expert_path(self.impl, x, self.gate_up, self.down)
+        self._check_impl(); return choose_expert_path(self.impl, *compute_operands(x, self.gate_up, self.down))
 
     def forward(self, x):  # x (s, d)
         logits = self.router(x)                                # (s, e)
         if len(x) == 0: return torch.zeros_like(x), logits
         weight, expert, order, token, counts = route(logits, self.top_k, self.norm_topk_prob, self.n_experts)
-        run = self.grouped_experts if self.expert_path(x) == 'grouped' else self.loop_experts
-        y = run(x[token], counts) * weight.flatten()[order, None].to(x.dtype)  # (s k, d)
+        rows, gate_up, down = compute_operands(x[token], self.gate_up, self.down)   # autocast's dtype, cast once
+        with torch.autocast(x.device.type, enabled=False):     # cast already: the grouped GEMM runs under autocast too
+            path = choose_expert_path(self.impl, rows, gate_up, down)
+            y = (swiglu_grouped if path == 'grouped' else swiglu_loop)(rows, counts, gate_up, down)   # (s k, d)
+        y = y.to(x.dtype) * weight.flatten()[order, None].to(x.dtype)
         return x.new_zeros(x.shape).index_add_(0, token, y), logits
 
-    def loop_experts(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:  # (s k, d) rows grouped by expert, (e,) s_i
-        "Each expert's SwiGLU on its own rows, expert after expert."
-        return swiglu_loop(rows, counts, self.gate_up, self.down)
-    def grouped_experts(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:  # as `loop_experts`
-        "All experts' SwiGLUs as two grouped GEMMs over the groups of rows."
-        return swiglu_grouped(rows, counts, self.gate_up, self.down)
 
 # %% ../../nbs/22_moe.ipynb #bb3388aa
 def load_balancing_loss(router_logits: torch.Tensor,  # (s, e) router logits (layers concatenated)
                         top_k: int, n_experts: int,
-                        mask: torch.Tensor | None = None  # (s,) bool: rows that count
+                        mask: torch.Tensor | None = None,  # (s,) bool: rows that count
+                        world: bool = False                # f and P over every rank's rows (under a process group)
                        ) -> torch.Tensor:
-    "Switch / Qwen3-MoE auxiliary loss e * sum_i f_i P_i."
+    "Switch / Qwen3-MoE auxiliary loss e * sum_i f_i P_i; `world`: this rank's term of the global batch's loss."
     probs = router_logits.float().softmax(dim=-1)                       # (s, e)
     chosen = F.one_hot(probs.topk(top_k, dim=-1).indices, n_experts).sum(1).float()  # (s, e) 1 per pick
     w = probs.new_ones(probs.shape[0]) if mask is None else mask.float()  # (s,)
-    f = (chosen * w[:, None]).sum(0) / w.sum()
-    P = (probs * w[:, None]).sum(0) / w.sum()
-    return n_experts * (f * P).sum()
+    picks = torch.cat([(chosen * w[:, None]).sum(0), w.sum()[None]])    # (e + 1,) picks per expert, then rows
+    ranks = dist.get_world_size() if world and dist.is_initialized() else 1
+    if ranks > 1: dist.all_reduce(picks)                                # counts: no gradient flows through them
+    if picks[-1] == 0: return probs.sum() * 0                           # no row anywhere: nothing to balance
+    f = picks[:-1] / picks[-1]
+    P = (probs * w[:, None]).sum(0) / picks[-1]                         # this rank's part of the global mean
+    return n_experts * ranks * (f * P).sum()                            # x ranks: `global_mean` averages the ranks' terms
 
 # %% ../../nbs/22_moe.ipynb #5b72ff11
 def feed_forward_pool(cfg: MoTConfig) -> nn.Module:

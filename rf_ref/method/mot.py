@@ -14,7 +14,7 @@ from ..core.kernels import BlockMask, attend, create_block_mask, rms_norm
 # %% auto #0
 __all__ = ['LETTERS', 'RMSNorm', 'rope_cache', 'apply_rope', 'TokenTable', 'token_table', 'allowed', 'attention_mask',
            'mask_picture', 'flex_block_mask', 'Attention', 'KVCache', 'Routing', 'route_tokens', 'MoTBlock',
-           'causal_mask', 'MoTTransformer']
+           'causal_mask', 'pools_aux_loss', 'MoTTransformer']
 
 # %% ../../nbs/23_mot.ipynb #4cddbd71
 class RMSNorm(nn.Module):
@@ -238,6 +238,21 @@ def causal_mask(n: int, past: int = 0, device=None) -> torch.Tensor:
     i = torch.arange(past + n, device=device)
     return (i[past:, None] >= i[None, :])[None]
 
+# %% ../../nbs/23_mot.ipynb #c8e0f9ed
+def pools_aux_loss(cfg: MoTConfig,
+                   router_logits: list,   # per pool, its layers' (s, e) router logits (empty: no token or a dense pool)
+                   keeps: tuple,          # per pool, (s,) bool: False for padding
+                   world: bool,           # over every rank's tokens (`load_balancing_loss(world=True)`)
+                   h: torch.Tensor):      # for the dtype and device of a zero
+    "router_aux_coef * sum over MoE pools of L_aux, each pool's layers concatenated; 0 for dense pools."
+    e = cfg.n_experts
+    if world and e > 1:   # every rank reduces every pool, with tokens here or not: the collectives match
+        losses = [load_balancing_loss(torch.cat(l) if l else h.new_zeros(0, e), cfg.experts_per_token, e, keep.repeat(len(l)), world=True)
+                  for l, keep in zip(router_logits, keeps)]
+    else: losses = [load_balancing_loss(torch.cat(l), cfg.experts_per_token, e, keep.repeat(len(l)))
+                    for l, keep in zip(router_logits, keeps) if l and keep.any()]
+    return cfg.router_aux_coef * sum(losses) if losses else h.new_zeros(())
+
 # %% ../../nbs/23_mot.ipynb #88b180b6
 class MoTTransformer(nn.Module):
     "Shared-attention Mixture-of-Transformers decoder: embeddings in, normed hidden states and L_aux out."
@@ -247,6 +262,7 @@ class MoTTransformer(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList(MoTBlock(cfg) for _ in range(cfg.depth))
         self.norm = RMSNorm(cfg.width, cfg.norm_eps)
+        self.global_aux = False   # `parallelize` sets it: a training forward balances the experts over all ranks' tokens
 
     def forward(self, h: torch.Tensor,            # (b, n, d) embeddings
                 modality: torch.Tensor,            # (b, n) `Modality` values: pick the pools
@@ -272,8 +288,5 @@ class MoTTransformer(nn.Module):
         return self.norm(h), self.aux_loss(router_logits, routing, h)
 
     def aux_loss(self, router_logits: list, routing: Routing, h):
-        "router_aux_coef * sum over MoE pools of L_aux, each pool's layers concatenated; 0 for dense pools."
-        keeps = routing.keep.split(routing.counts)  # (s,) per pool: False for padding
-        losses = [load_balancing_loss(torch.cat(l), self.cfg.experts_per_token, self.cfg.n_experts, keep.repeat(len(l)))
-                  for l, keep in zip(router_logits, keeps) if l and keep.any()]
-        return self.cfg.router_aux_coef * sum(losses) if losses else h.new_zeros(())
+        "`pools_aux_loss` of this forward's routing; over all ranks' tokens in a training forward under `parallelize`."
+        return pools_aux_loss(self.cfg, router_logits, routing.keep.split(routing.counts), self.global_aux and torch.is_grad_enabled(), h)

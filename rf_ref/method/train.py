@@ -222,9 +222,11 @@ class TrainerHooks:
 # %% ../../nbs/31_train.ipynb #8e0a506a
 def rank_batch(cfg: Config, world: int,     # ranks in the run
                stage=None) -> int:          # a `StageConfig`: its documents_per_rank first
-    "Examples (documents) each rank streams a step: packing, the stage's or data's documents_per_rank; else train.batch_size / world."
+    "Examples (documents) each rank streams a step: packing, the stage's or data's documents_per_rank (per data stream); else train.batch_size / world."
     n = cfg.data.packing and ((stage.documents_per_rank if stage else 0) or cfg.data.documents_per_rank)
-    if n: return n
+    if n and cfg.data.streams % world:
+        raise ValueError(f'data.streams={cfg.data.streams} does not split over {world} ranks: run (or resume) on ranks that divide it')
+    if n: return n * (cfg.data.streams // world if cfg.data.streams else 1)   # each of the rank's streams takes n
     if cfg.train.batch_size % world:
         raise ValueError(f'train.batch_size={cfg.train.batch_size} does not split over {world} ranks: each rank streams its own rows; '
                          'give a multiple' + (', or data.documents_per_rank' if cfg.data.packing else ''))
@@ -241,7 +243,7 @@ def open_shard_loader(tr,           # a `Trainer` of a run on data.dataset='shar
     if start and state is None:
         raise CheckpointError(f'step {start}: the checkpoint holds no shard loader state for this step, so the stream cannot continue where it was')
     tr.loader = ShardLoader(d.sources, stage.shares or d.shares or (1,) * len(d.sources), rank_batch(c, tr.world, stage), tr.rank, tr.world,
-                            tr.num_workers, c.train.seed, d.max_skipped, state)
+                            d.streams, tr.num_workers, c.train.seed, d.max_skipped, state)
     return tr.loader
 
 # %% ../../nbs/31_train.ipynb #8866287b
@@ -302,12 +304,12 @@ class Trainer(TrainerHooks):
                  model: RFModel | None = None,       # train this model instead of a fresh `RFModel(cfg)`
                  num_workers: int = 0,               # DataLoader worker processes
                  resumed: bool = False):             # `resume`'s: out_dir holds this run, and the checkpoint holds the stage-0 weights
-        self.cfg, self.device = cfg, default_device(device)
-        self.out_dir = out_dir or cfg.train.out_dir
+        self.cfg, self.device, self.out_dir = cfg, default_device(device), out_dir or cfg.train.out_dir
         if cfg.data.packing != self.packs:
             raise ValueError(f'data.packing={cfg.data.packing} needs a {"packed" if cfg.data.packing else "padded"} trainer, not {type(self).__name__}: '
                              'rf-ref train picks it; in Python use trainer_for(cfg) of rf_ref.scale.packed_train')
         self.rank, self.world = self.world_info()
+        if cfg.data.dataset == 'shards' and not cfg.data.streams: self.cfg = cfg = replace(cfg, data=replace(cfg.data, streams=self.world))
         if not resumed: self.on_lead(lambda: check_fresh(self.out_dir))   # a folder with another run is refused before anything is built
         self.run_lock, self.claimed, self.first_loss = None, resumed, None   # see `fit` and `loss_guard`
         self.prepare()

@@ -19,6 +19,7 @@ from .packing import Packed, packed_losses
 from .parallel import global_losses, make_mesh, materialize_parallel, parallelize, split_batches, world_info
 from .build import build_model
 from .pretrained import load_pretrained
+from ..data.shards import merge_states
 from ..method.pretrain import load_stage0
 from ..method.train import Divergence, Trainer, compute_dtype, fit, resume as resume_run
 from ..core.runs import candidates, die_with_agent, on_rank0
@@ -150,10 +151,8 @@ def _load(cls, folder: str, out: str, device, num_workers: int, **kwargs) -> Par
     if world_info()[1] > 1: dist.all_gather_object(errors, mine)   # every rank falls back, or none does
     if bad := [e for e in errors if e]: raise CheckpointError(bad[0])
     tr.step, tr.history, tr.checkpoint = state['step'], state['history'], state['path']
-    if data := state.get('data'):   # a streamed run: this rank's position, on the ranks it was saved with
-        if len(data) != tr.world:   # not damage: the checkpoint stays as it is
-            raise ValueError(f'{folder} streamed its shards on {len(data)} ranks: resume it on {len(data)} ranks, not {tr.world}')
-        tr.data_state = data[tr.rank]
+    if data := state.get('data'):   # a streamed run: every rank's stream positions; this rank reads those of its own streams
+        tr.data_state = merge_states(data)
     return tr
 ParallelTrainer.load = _load
 

@@ -175,6 +175,7 @@ def parallelize(model: RFModel,                     # built (on meta or material
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     _shard(model, mesh, mp, reshard_after_forward)
     model.compute = (mesh.device_type, param_dtype)   # `global_losses` autocasts to the dtype of the gathered weights
+    model.backbone.global_aux = True                   # L_aux over the global batch (`load_balancing_loss(world=True)`)
     if ema is not None: _shard(ema.module, mesh, mp, reshard_after_forward)
     return model
 
