@@ -80,6 +80,7 @@ def _parse_config(sub):
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. mot.width=256 train.stages.0.steps=100')
     p.set_defaults(fn=cmd_config)
 
+# %% ../nbs/90_cli.ipynb #d94844af
 def gpu_counts(text: str) -> list:
     "argparse type: one GPU count or a comma-separated list of them, e.g. 8,64,256."
     counts = [positive(t.strip()) for t in text.split(',') if t.strip()]
@@ -87,12 +88,22 @@ def gpu_counts(text: str) -> list:
     return counts
 
 def cmd_plan(args):
-    "Print the memory and time plan of a preset for each GPU count (see the plan notebook)."
-    from rf_ref.method.plan import plan, format_plans, stage_tokens, Workload
+    "Print the memory, bytes and time plan of a preset for each GPU count and EP degree, and the layout to take (see the plan notebook)."
+    from rf_ref.method.plan import plan, format_plans, recommend, stage_tokens, Workload
     cfg = get_config(args.preset, args.overrides)
     tokens = args.tokens or (cfg.data.max_tokens if cfg.data.packing else Workload.tokens)   # a packed preset: its own rows
     work = Workload(tokens=tokens, generation=args.generation, understanding=args.understanding, text=args.text)
-    print(format_plans([plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work) for g in args.gpus], cfg))
+    eps = sorted({1, *args.ep})                                   # each layout beside full sharding without EP
+    if bad := [e for e in eps if cfg.mot.n_experts % e]: raise ValueError(f'--ep {bad[0]} does not divide mot.n_experts={cfg.mot.n_experts}')
+    plans = [plan(cfg, g, args.gpu_memory, args.replicas, args.mfu, args.peak_tflops, work, e) for g in args.gpus for e in eps
+             if (g // args.replicas) % e == 0]
+    if not plans: raise ValueError(f'no --ep of {args.ep} divides the GPUs of a shard group of --gpus {args.gpus}: give a divisor')
+    print(format_plans(plans, cfg))
+    best = recommend(plans)
+    print('recommended: ' + (f'{best.gpus} GPUs' + (f', {best.replicas} replicas' if best.replicas > 1 else '') + f', EP {best.ep}: '
+                             f'{best.total(True):.0f} GB per GPU with activation checkpointing (--ac full), {best.hours:,.0f} hours'
+                             + ('; rf-ref train has no expert parallelism yet, so it trains the EP 1 column' if best.ep > 1 else '')
+                             if best else f'no layout fits {args.gpu_memory:g} GB per GPU: more GPUs, or a larger --ep'))
     if cfg.data.packing and cfg.data.documents_per_rank and len(cfg.data.shares) == 3:   # the program the rows come from
         print(f'the packed program: documents each GPU packs a step into rows of {cfg.data.max_tokens:,} tokens, images at the stage size')
         for s in stage_tokens(cfg, work): print(f"  {s['stage']:<12}" + ' + '.join(f'{n:>4} {k}' for k, n in s['documents'].items())
@@ -106,7 +117,9 @@ def _parse_plan(sub):
     p.add_argument('--gpus', type=gpu_counts, default=[8, 64, 256], help='GPU counts, comma-separated (default 8,64,256)')
     p.add_argument('--gpu-memory', type=positive_float, default=80.0, help='GB per GPU (default 80)')
     p.add_argument('--replicas', type=positive, default=1, help='HSDP: replicate across this many groups, shard within (default 1)')
-    p.add_argument('--mfu', type=positive_float, default=0.4, help='model FLOPs utilization assumed for the time (default 0.4)')
+    p.add_argument('--ep', type=gpu_counts, default=[1], help='expert-parallel degrees, comma-separated, each beside EP 1 (default 1)')
+    p.add_argument('--mfu', type=positive_float, default=0.2, help='model FLOPs utilization assumed for the time (default 0.2, as '
+                   'published MoE runs reach)')
     p.add_argument('--peak-tflops', type=positive_float, default=989.0, help='bf16 dense peak per GPU (default 989, H100 SXM)')
     p.add_argument('--tokens', type=positive, default=0, help='tokens per packed row, one row per GPU per step (default: '
                    'data.max_tokens of a packed preset, else 32,768)')

@@ -5,7 +5,7 @@
 # %% ../../nbs/28_plan.ipynb #5a74a71d
 from __future__ import annotations
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import torch
 from torch.utils.checkpoint import checkpoint
 from ..core.config import Config, POOLS
@@ -14,8 +14,9 @@ from .encoder import ViTEncoder
 from .baselines import AutoEncoder
 
 # %% auto #0
-__all__ = ['GB', 'count_params', 'backbone_floats', 'encoder_floats', 'saved_tensor_bytes', 'measure_activations', 'Workload',
-           'Plan', 'plan', 'stage_tokens', 'format_plans']
+__all__ = ['GB', 'NCCL_GROUP_BYTES', 'count_params', 'backbone_floats', 'encoder_floats', 'saved_tensor_bytes',
+           'measure_activations', 'Workload', 'Plan', 'Interconnect', 'expert_params', 'comm_bytes', 'plan',
+           'stage_tokens', 'format_plans', 'recommend']
 
 # %% ../../nbs/28_plan.ipynb #551cac64
 def count_params(cfg: Config) -> dict:  # any preset; nothing is built
@@ -162,6 +163,10 @@ class Plan:
     hours: float              # wall-clock for every stage of `train.stages` at `mfu`
     mfu: float
     peak_tflops: float
+    ep: int = 1               # expert-parallel degree
+    comm: dict = field(default_factory=dict)   # GB each GPU sends a step, per kind of collective (`comm_bytes`)
+    comm_seconds: float = 0.0                  # a step's communication at the stated bandwidths, nothing overlapped
+    compute_seconds: float = 0.0               # a joint-stage step's compute at the MFU
 
     def total(self, checkpointing: bool) -> float:  # with activation checkpointing or without
         "GB per GPU: everything but the activations of the other mode."
@@ -179,41 +184,95 @@ def _row_flops(cfg: Config, w: Workload, counts: dict, backbone_backward: int = 
     encoder = 2 * counts['encoder'][0]
     return backbone_backward * backbone + 3 * encoder * row['trained_patches'] + encoder * row['ema_patches']
 
-# %% ../../nbs/28_plan.ipynb #30e94038
+# %% ../../nbs/28_plan.ipynb #9a0e562b
+@dataclass
+class Interconnect:
+    "Bytes per second one GPU moves in one direction, inside its node and between nodes (defaults: H100/H200 SXM nodes)."
+    intra: float = 450e9       # NVLink 4: 900 GB/s per GPU, both directions together
+    inter: float = 50e9        # one 400 Gb/s InfiniBand NIC per GPU
+    gpus_per_node: int = 8
+
+def expert_params(cfg: Config) -> float:
+    "Parameters of the experts' stacked weights (every MoE pool's gate_up and down): what expert parallelism splits."
+    m = cfg.mot
+    return 0.0 if m.n_experts == 1 else len(POOLS) * m.depth * 3 * m.width * m.ffn_hidden * m.n_experts
+
+def _ring(n: int) -> float: return (n - 1) / n   # share of a buffer each GPU sends in a ring all-gather or reduce-scatter
+
+def comm_bytes(cfg: Config, gpus: int, replicas: int = 1, ep: int = 1,
+               tokens: int = 32_768,        # the row each GPU trains a step
+               checkpointing: bool = True,  # the forward recomputed in backward: two more all-to-alls a layer
+               gpus_per_node: int = 8) -> dict:
+    "Bytes each GPU sends a step, per kind of collective: {name: (bytes, whether its group spans nodes)}."
+    counts, S, m = count_params(cfg), gpus // replicas, cfg.mot
+    frozen = sum(t for k, (t, _) in counts.items() if 'frozen' in k)
+    X = expert_params(cfg) if ep > 1 else 0.0                     # with EP the experts have FSDP groups of their own
+    trained = sum(t for t, _ in counts.values()) - frozen - X
+    spans = lambda n: n > gpus_per_node                             # a group whose members lie within n consecutive ranks
+    out = {'FSDP all-gathers (bf16)': (2 * (2 * trained + frozen) * _ring(S), spans(S)),
+           'FSDP reduce-scatters (fp32)': (4 * trained * _ring(S), spans(S))}
+    if ep > 1:
+        out['expert FSDP all-gathers (bf16)'] = (2 * 2 * X / ep * _ring(S // ep), spans(S))
+        out['expert FSDP reduce-scatters (fp32)'] = (4 * X / ep * _ring(S // ep), spans(S))
+        out['EP all-to-alls (bf16)'] = ((4 + 2 * checkpointing) * m.depth * 2 * tokens * m.experts_per_token * m.width * _ring(ep), spans(ep))
+    if replicas > 1: out['HSDP all-reduces (fp32)'] = (2 * 4 * (trained + X) / S * _ring(replicas), spans(gpus))
+    return out
+
+# %% ../../nbs/28_plan.ipynb #ca3ae210
+NCCL_GROUP_BYTES = 4 * 2**20 * 32 * 2 * 2   # an allowance per process group: NCCL_BUFFSIZE (4 MiB) x 32 channels x 2 neighbours x 2 ways
+
+def _memory(cfg: Config, counts: dict, w: Workload, shard: int, replicas: int, ep: int) -> dict:
+    "Bytes per GPU of each part (see the equation above): sharded state, gathered layer, activations, loss chunk, buffers."
+    total = sum(t for t, _ in counts.values())
+    trainable = total - sum(t for k, (t, _) in counts.items() if 'frozen' in k)
+    m, e, row = cfg.mot, cfg.encoder, _per_row(cfg, w)
+    experts = expert_params(cfg) / m.depth * (1 - 1 / ep)            # a layer's experts that live on other EP ranks
+    layer = max((counts['LLM attention'][0] + sum(counts[f'{p} pool'][0] for p in POOLS)) / m.depth - experts,
+                counts['encoder'][0] / e.depth)
+    logits = 4 * row['rep'] * cfg.vq.codebook_size * (cfg.model.rep_target == 'discrete')   # R head; L_LM is chunked
+    full = 2 * (backbone_floats(cfg) * m.depth * w.tokens + encoder_floats(cfg) * e.depth * row['trained_patches'])
+    kept = 2 * (m.width * m.depth * w.tokens + e.width * e.depth * row['trained_patches'])        # block inputs
+    redo = 2 * max(backbone_floats(cfg) * w.tokens, encoder_floats(cfg) * row['trained_patches'])  # one block, recomputed
+    groups = 1 + (replicas > 1) + 2 * (ep > 1)                         # shard; replicate; EP and expert shard groups
+    return {'parameters (fp32, sharded)': 4 * total / shard, 'gradients (fp32, sharded)': 4 * trainable / shard,
+            'AdamW moments (fp32, sharded)': 8 * trainable / shard,
+            'EMA of the weights (fp32, sharded)': 4 * trainable / shard * (cfg.train.ema_decay > 0),
+            'VQ codebook (replicated)': 4 * cfg.vq.codebook_size * e.width,
+            'gathered layer (bf16 x2 + fp32 grads)': 8 * layer,
+            'LM loss chunk (fp32 logits + grad)': 2 * 4 * min(cfg.model.lm_chunk, row['lm']) * m.vocab_size,
+            'EP all-to-all buffers (bf16, a layer)': 2 * 2 * w.tokens * m.experts_per_token * m.width * (ep > 1),
+            'NCCL buffers (allowance)': NCCL_GROUP_BYTES * groups,
+            'activations (no checkpointing)': full + logits, 'activations (checkpointing)': kept + redo + logits}
+
+# %% ../../nbs/28_plan.ipynb #9a61266f
 def plan(cfg: Config,               # the model and its stages (`get_config('paper')`)
          gpus: int,                  # GPUs in the job
          gpu_memory: float = 80.0,   # GB per GPU (H100: 80)
          replicas: int = 1,          # HSDP: shard within gpus / replicas, replicate across replicas; 1 = full sharding
-         mfu: float = 0.4,           # model FLOPs utilization assumed for the time estimate
+         mfu: float = 0.2,           # model FLOPs utilization: published MoE runs reach about 0.2 (see above)
          peak_tflops: float = 989.0, # bf16 dense peak per GPU (H100 SXM: 989)
-         workload: Workload | None = None) -> Plan:  # the row's token budget and data mix; None: `Workload()`
-    "Memory per GPU under FSDP2 (fp32 master weights, bf16 compute), FLOPs per token and training time."
-    for name, v in (('gpus', gpus), ('replicas', replicas)):
+         workload: Workload | None = None,  # the row's token budget and data mix; None: `Workload()`
+         ep: int = 1,                # expert parallelism: experts split over this many GPUs of a shard group
+         net: Interconnect | None = None) -> Plan:   # bandwidths for the communication time; None: `Interconnect()`
+    "Memory and bytes sent per GPU under FSDP2 (fp32 master weights, bf16 compute) and EP, FLOPs per token and training time."
+    for name, v in (('gpus', gpus), ('replicas', replicas), ('ep', ep)):
         if not isinstance(v, int) or v < 1: raise ValueError(f'{name}={v!r} must be a positive integer')
     if gpus % replicas: raise ValueError(f'gpus={gpus} is not a multiple of replicas={replicas}: each replica needs the same shard group')
-    if not 0 < mfu <= 1: raise ValueError(f'mfu={mfu} must be in (0, 1], e.g. 0.4')
+    if (gpus // replicas) % ep: raise ValueError(f'ep={ep} does not divide the {gpus // replicas} GPUs of a shard group: give a divisor')
+    if ep > 1 and cfg.mot.n_experts % ep: raise ValueError(f'ep={ep} does not divide mot.n_experts={cfg.mot.n_experts}')
+    if not 0 < mfu <= 1: raise ValueError(f'mfu={mfu} must be in (0, 1], e.g. 0.2')
     if not (0 < gpu_memory < math.inf and 0 < peak_tflops < math.inf): raise ValueError(f'gpu_memory={gpu_memory} and peak_tflops={peak_tflops} must be positive and finite')
-    w = workload or Workload(tokens=cfg.data.max_tokens if cfg.data.packing else Workload.tokens)   # a packed run: its own row
+    w, net = workload or Workload(tokens=cfg.data.max_tokens if cfg.data.packing else Workload.tokens), net or Interconnect()
     counts, shard = count_params(cfg), gpus // replicas
-    total = sum(t for t, _ in counts.values())
-    trainable = total - sum(t for k, (t, _) in counts.items() if 'frozen' in k)
-    m, e, row = cfg.mot, cfg.encoder, _per_row(cfg, w)
-    layer = max((counts['LLM attention'][0] + sum(counts[f'{p} pool'][0] for p in POOLS)) / m.depth,
-                counts['encoder'][0] / e.depth)
-    logits = 4 * (row['lm'] * m.vocab_size + row['rep'] * cfg.vq.codebook_size * (cfg.model.rep_target == 'discrete'))
-    full = 2 * (backbone_floats(cfg) * m.depth * w.tokens + encoder_floats(cfg) * e.depth * row['trained_patches'])
-    kept = 2 * (m.width * m.depth * w.tokens + e.width * e.depth * row['trained_patches'])        # block inputs
-    redo = 2 * max(backbone_floats(cfg) * w.tokens, encoder_floats(cfg) * row['trained_patches'])  # one block, recomputed
-    memory = {'parameters (fp32, sharded)': 4 * total / shard, 'gradients (fp32, sharded)': 4 * trainable / shard,
-              'AdamW moments (fp32, sharded)': 8 * trainable / shard,
-              'EMA of the weights (fp32, sharded)': 4 * trainable / shard * (cfg.train.ema_decay > 0),
-              'VQ codebook (replicated)': 4 * cfg.vq.codebook_size * e.width,
-              'gathered layer (bf16 x2 + fp32 grads)': 8 * layer,
-              'activations (no checkpointing)': full + logits, 'activations (checkpointing)': kept + redo + logits}
-    seconds = sum(s.steps * _row_flops(cfg, w, counts, 3 if ('all' in s.train or 'backbone' in s.train) else 2)
-                  for s in cfg.train.stages) / (peak_tflops * 1e12 * mfu)
-    return Plan(gpus, replicas, gpu_memory, {k: v / GB for k, v in memory.items()},
-                _row_flops(cfg, w, counts) / w.tokens, seconds / 3600, mfu, peak_tflops)
+    memory = _memory(cfg, counts, w, shard, replicas, ep)
+    sent = comm_bytes(cfg, gpus, replicas, ep, w.tokens, True, net.gpus_per_node)
+    comm = sum(b / (net.inter if spans else net.intra) for b, spans in sent.values())      # seconds a step, nothing overlapped
+    compute = [(s.steps, _row_flops(cfg, w, counts, 3 if ('all' in s.train or 'backbone' in s.train) else 2) / (peak_tflops * 1e12 * mfu))
+               for s in cfg.train.stages]
+    seconds = sum(n * max(c, comm) for n, c in compute)   # a step is at least its compute at the MFU and its communication
+    return Plan(gpus, replicas, gpu_memory, {k: v / GB for k, v in memory.items()}, _row_flops(cfg, w, counts) / w.tokens,
+                seconds / 3600, mfu, peak_tflops, ep, {k: b / GB for k, (b, _) in sent.items()}, comm,
+                _row_flops(cfg, w, counts) / (peak_tflops * 1e12 * mfu))
 
 # %% ../../nbs/28_plan.ipynb #643b090b
 def stage_tokens(cfg: Config,                  # a packed run: data.packing, documents per rank, shares of three sources
@@ -238,7 +297,7 @@ def format_plans(plans: list,                # `plan` results, one column each
                  cfg: Config | None = None  # adds the iteration count to the footnote
                 ) -> str:
     "Several plans side by side (one column per GPU count): GB per GPU, whether it fits, FLOPs and time."
-    head = [f'{p.gpus} GPUs' + (f' / {p.replicas} replicas' if p.replicas > 1 else '') for p in plans]
+    head = [f'{p.gpus} GPUs' + (f' / {p.replicas} replicas' if p.replicas > 1 else '') + (f' EP {p.ep}' if p.ep > 1 else '') for p in plans]
     width = max(14, *(len(h) + 2 for h in head))
     def row(name, values): return f'{name:<40}' + ''.join(f'{v:>{width}}' for v in values)
     lines = [row('per GPU', head)]
@@ -246,10 +305,18 @@ def format_plans(plans: list,                # `plan` results, one column each
     for ac in (False, True):
         lines.append(row(f'total GB ({"with" if ac else "no"} checkpointing)',
                          [f'{p.total(ac):.1f} ' + ('ok' if p.total(ac) <= p.gpu_memory else 'OOM') for p in plans]))
+    lines += [row(k + ' GB', [f'{p.comm.get(k, 0.0):.1f}' for p in plans]) for k in dict.fromkeys(k for p in plans for k in p.comm)]
+    lines.append(row('s a step: sending / computing', [f'{p.comm_seconds:.2f} / {p.compute_seconds:.2f}' for p in plans]))
     lines.append(row('training TFLOPs per token', [f'{p.flops_per_token / 1e12:.4f}' for p in plans]))
     lines.append(row('hours, all stages', [f'{p.hours:,.0f}' for p in plans]))
     lines.append(row('GPU-hours', [f'{p.hours * p.gpus:,.0f}' for p in plans]))
     p = plans[0]
-    lines.append(f'(at MFU {p.mfu:.0%} of {p.peak_tflops:g} TFLOPS; {p.gpu_memory:g} GB per GPU; one packed row per GPU per step'
+    lines.append(f'(sent: GB each GPU sends a step; at MFU {p.mfu:.0%} of {p.peak_tflops:g} TFLOPS; {p.gpu_memory:g} GB per GPU; one packed row per GPU per step'
                  + (f'; {sum(s.steps for s in cfg.train.stages):,} iterations' if cfg else '') + ')')
     return '\n'.join(lines)
+
+# %% ../../nbs/28_plan.ipynb #faa91a8c
+def recommend(plans: list) -> Plan | None:   # `plan` results of several layouts
+    "The fastest layout that fits with activation checkpointing, the fewest GPUs on a tie; None if none fits."
+    fits = [p for p in plans if p.total(True) <= p.gpu_memory]
+    return min(fits, key=lambda p: (round(p.hours), p.gpus, p.ep, p.replicas)) if fits else None

@@ -137,7 +137,7 @@ def memory_plan(cfg: Config,        # the run
                ) -> dict:           # {'params': parameters, 'bytes': the least one rank holds to train its share}
     "The planner's count (`rf_ref.method.plan`) of what one rank needs before activations: its share of the weights, gradients, AdamW and EMA, the codebook, and under sharding one gathered layer."
     state = plan(cfg, gpus=world, replicas=replicas).memory
-    skip = ('activations',) if world > 1 else ('activations', 'gathered')   # one device gathers nothing
+    skip = ('activations', 'LM loss', 'EP', 'NCCL') + (() if world > 1 else ('gathered',))   # the training step's own; one device gathers nothing
     need = sum(v for k, v in state.items() if not k.startswith(skip))       # GB
     return {'params': sum(total for total, _ in count_params(cfg).values()), 'bytes': need * 1e9}
 
