@@ -102,7 +102,7 @@ def cmd_plan(args):
     best = recommend(plans)
     print('recommended: ' + (f'{best.gpus} GPUs' + (f', {best.replicas} replicas' if best.replicas > 1 else '') + f', EP {best.ep}: '
                              f'{best.total(True):.0f} GB per GPU with activation checkpointing (--ac full), {best.hours:,.0f} hours'
-                             + ('; rf-ref train has no expert parallelism yet, so it trains the EP 1 column' if best.ep > 1 else '')
+                             + (f' (rf-ref train --ep {best.ep})' if best.ep > 1 else '')
                              if best else f'no layout fits {args.gpu_memory:g} GB per GPU: more GPUs, or a larger --ep'))
     if cfg.data.packing and cfg.data.documents_per_rank and len(cfg.data.shares) == 3:   # the program the rows come from
         print(f'the packed program: documents each GPU packs a step into rows of {cfg.data.max_tokens:,} tokens, images at the stage size')
@@ -184,7 +184,7 @@ def _train_distributed(args):
 def _train_config(args):
     "The run's config: the preset with its overrides, and the architecture and weights of --llm and --encoder folders."
     from rf_ref.core.config import override
-    cfg = get_config(args.preset or 'shapes-tiny', args.overrides)
+    cfg = get_config(args.preset or 'shapes-tiny', args.overrides + ([f'train.ep={args.ep}'] if args.ep else []))
     for flag, folder in (('--llm', args.llm), ('--encoder', args.encoder)):
         if folder and not os.path.isfile(os.path.join(folder, 'config.json')):
             raise ValueError(f'{flag} {folder}: not a Hugging Face model folder (no config.json in it); give the local folder of the checkpoint')
@@ -197,11 +197,11 @@ def cmd_train(args):
     "Train a preset (or resume a run) to the end of its stages; under torchrun or with --distributed, sharded over the ranks."
     from rf_ref.scale.launch import launched, sharded_run
     if args.out: writable(args.out, '--out', folder=True)
-    if args.resume and (args.overrides or args.preset or args.llm or args.encoder):
-        raise ValueError("a resumed run keeps its checkpoint's config: drop --preset, --llm, --encoder and the overrides, or start a new run")
+    if args.resume and (args.overrides or args.preset or args.llm or args.encoder or args.ep):
+        raise ValueError("a resumed run keeps its checkpoint's config: drop --preset, --llm, --encoder, --ep and the overrides, or start a new run")
     if args.distributed or launched() or (args.resume and sharded_run(args.resume)): return _train_distributed(args)
-    if args.ac or args.replicas or args.no_export:
-        raise ValueError('--ac, --replicas and --no-export are for distributed training: launch with torchrun, or add --distributed')
+    if args.ac or args.replicas or args.no_export or args.ep:
+        raise ValueError('--ac, --replicas, --ep and --no-export are for distributed training: launch with torchrun, or add --distributed')
     from rf_ref.method.train import resume, fit
     from rf_ref.scale.packed_train import trainer_for, trainer_of
     from rf_ref.core.runs import plot_history
@@ -234,6 +234,8 @@ def _parse_train(sub):
                    help='distributed: activation checkpointing of each block (default none; the paper preset needs full)')
     p.add_argument('--replicas', type=positive, default=None, help='distributed: HSDP, R replicas each sharded over world / R '
                    'ranks, e.g. one per node (default 1: full sharding)')
+    p.add_argument('--ep', type=positive, default=None, help='distributed: expert parallelism, each MoE pool\'s experts split over '
+                   'N neighbouring ranks and FSDP-sharded over the rest (sets train.ep; default 1: none)')
     p.add_argument('--no-export', action='store_true', help='distributed: skip writing <run>/export, the whole weights for '
                    'sampling, at the end (at the paper\'s size, export later on a machine with the memory)')
     p.add_argument('overrides', nargs='*', help='key=value overrides, e.g. train.batch_size=64')

@@ -186,6 +186,7 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    ep: int = 1                       # expert parallelism under torchrun: each MoE pool's experts split over ep ranks (1: none)
     warmup_steps: int = 200
     gen_lr_mult: float = 4.0          # generation-related parameters get 4x the base LR (paper)
     ema_decay: float = 0.999          # paper 0.9999; a few thousand toy steps need a shorter memory
@@ -244,7 +245,7 @@ def _check(ok, msg):
 # Ranges of single fields, by section ('stage' is each entry of train.stages).
 _AT_LEAST_1 = {'data': 'image_size channels max_text_len max_tokens', 'model': 'latent_channels latent_factor lm_chunk', 'encoder': 'patch_size width depth heads mlp_hidden pool',
                'vq': 'sinkhorn_iters', 'mot': 'vocab_size width depth heads kv_heads head_dim ffn_hidden n_experts max_position',
-               'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last', 'stage': 'steps'}
+               'flow': 'patch_size', 'sample': 'steps', 'train': 'batch_size log_every ckpt_every keep_last ep', 'stage': 'steps'}
 _POSITIVE = {'encoder': 'rope_base norm_eps', 'vq': 'temperature', 'mot': 'rope_theta norm_eps',
              'flow': 't_std t_clamp noise_scale', 'sample': 'shift temperature', 'train': 'eps grad_clip gen_lr_mult dist_timeout', 'stage': 'lr'}
 _AT_LEAST_0 = {'data': 'n_train n_test max_skipped documents_per_rank streams', 'encoder': 'n_registers layerscale_init', 'mot': 'router_aux_coef',

@@ -13,7 +13,7 @@ from ..core.config import MoTConfig
 
 # %% auto #0
 __all__ = ['GROUPED_DTYPES', 'IMPLS', 'SwiGLU', 'grouped_mm_unsupported', 'route', 'swiglu_loop', 'swiglu_grouped',
-           'compute_operands', 'choose_expert_path', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
+           'compute_operands', 'choose_expert_path', 'run_experts', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
 
 # %% ../../nbs/22_moe.ipynb #dc6188c3
 class SwiGLU(nn.Module):
@@ -119,6 +119,10 @@ def choose_expert_path(impl: str,  # the MoE's `impl`: auto | grouped | loop
         raise RuntimeError(f"MoE(impl='grouped') cannot run here: {why}; use impl='auto' (falls back to the loop) or 'loop'")
     return 'loop'
 
+def run_experts(impl: str, rows, counts, gate_up, down):   # the MoE's impl; rows (s k, d) grouped by expert, (e,) s_i; weights
+    "Every expert's SwiGLU on its rows, by the grouped GEMM or the loop (`choose_expert_path`): (s k, d)."
+    return (swiglu_grouped if choose_expert_path(impl, rows, gate_up, down) == 'grouped' else swiglu_loop)(rows, counts, gate_up, down)
+
 # %% ../../nbs/22_moe.ipynb #f16b6be1
 class MoE(nn.Module):
     "Top-k mixture of SwiGLU experts with a softmax router (Qwen3-MoE); returns (out, router_logits)."
@@ -128,6 +132,7 @@ class MoE(nn.Module):
                  impl: str = 'auto'):             # experts as one grouped GEMM, a loop, or grouped where it runs
         super().__init__()
         self.n_experts, self.top_k, self.norm_topk_prob, self.impl = n_experts, top_k, norm_topk_prob, impl
+        self.dispatch = None   # expert parallelism (`rf_ref.scale.expert_parallel`): runs the rows on their experts' ranks
         self.router = nn.Linear(width, n_experts, bias=False)
         self.gate_up = nn.Parameter(torch.empty(n_experts, 2 * hidden, width))  # per expert [W_gate; W_up]
         self.down = nn.Parameter(torch.empty(n_experts, width, hidden))
@@ -147,12 +152,12 @@ class MoE(nn.Module):
 
     def forward(self, x):  # x (s, d)
         logits = self.router(x)                                # (s, e)
-        if len(x) == 0: return torch.zeros_like(x), logits
+        if len(x) == 0 and self.dispatch is None:   # zero, and zero gradients for the experts: sharded ranks reduce the same tensors
+            return torch.zeros_like(x) + 0 * (self.gate_up.sum() + self.down.sum()), logits   # (with EP every rank exchanges)
         weight, expert, order, token, counts = route(logits, self.top_k, self.norm_topk_prob, self.n_experts)
         rows, gate_up, down = compute_operands(x[token], self.gate_up, self.down)   # autocast's dtype, cast once
         with torch.autocast(x.device.type, enabled=False):     # cast already: the grouped GEMM runs under autocast too
-            path = choose_expert_path(self.impl, rows, gate_up, down)
-            y = (swiglu_grouped if path == 'grouped' else swiglu_loop)(rows, counts, gate_up, down)   # (s k, d)
+            y = (self.dispatch or run_experts)(self.impl, rows, counts, gate_up, down)   # (s k, d)
         y = y.to(x.dtype) * weight.flatten()[order, None].to(x.dtype)
         return x.new_zeros(x.shape).index_add_(0, token, y), logits
 

@@ -203,6 +203,8 @@ class MoTBlock(nn.Module):
         self.attention = Attention(cfg.width, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps)
         self.norms = nn.ModuleList(RMSNorm(cfg.width, cfg.norm_eps) for _ in POOLS)  # understanding, representation, pixel
         self.pools = nn.ModuleList(feed_forward_pool(cfg) for _ in POOLS)
+        self.every_pool = False   # `parallelize` sets it: a pool without tokens still runs, for zero gradients: FSDP2's
+                                  # reduce-scatter takes the gradients a rank has, so every rank must have the same ones
 
     def feed_forward(self, x, routing: Routing):
         "Each pool's FFN on its own tokens only; returns (b, n, d) and each pool's router logits (or None)."
@@ -212,7 +214,7 @@ class MoTBlock(nn.Module):
         grouped = rms_norm(grouped, None, self.norms[0].eps)               # each pool applies its gain below
         outs, logits = [], []
         for norm, pool, chunk in zip(self.norms, self.pools, grouped.split(routing.counts)):  # chunk (s, d)
-            y = pool(chunk * norm.weight) if len(chunk) else None
+            y = pool(chunk * norm.weight) if len(chunk) or self.every_pool else None   # sharded: zero gradients, not none
             y, l = y if isinstance(y, tuple) else (y, None)
             if y is not None: outs.append(y)
             logits.append(l)

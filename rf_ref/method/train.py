@@ -23,8 +23,8 @@ from .plan import plan, count_params
 __all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
            'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
            'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'rank_batch', 'open_shard_loader',
-           'shard_items', 'shard_steps', 'step_batches', 'Trainer', 'Divergence', 'loss_guard', 'nonfinite_term',
-           'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
+           'shard_items', 'shard_steps', 'step_batches', 'Trainer', 'Divergence', 'loss_guard', 'clip_gradients',
+           'nonfinite_term', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
 
 # %% ../../nbs/31_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -349,6 +349,19 @@ def loss_guard(tr: Trainer,          # its first_loss is set on its first step (
                          f'{tr.first_loss:.4g}, past train.max_loss_ratio={limit:g}; training stopped (on every rank) and no checkpoint '
                          f'was written after it. Lower the learning rate (now {stage.lr:g}), or raise train.max_loss_ratio')
 
+# %% ../../nbs/31_train.ipynb #2fdfbc28
+def clip_gradients(params: list, max_norm: float) -> torch.Tensor:   # parameters with gradients
+    "`clip_grad_norm_` over parameters that may be DTensors of several meshes: the total norm, before clipping."
+    groups = {}
+    for p in params: groups.setdefault(getattr(p, 'device_mesh', None), []).append(p)
+    if len(groups) <= 1: return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norms = [torch.nn.utils.get_total_norm([p.grad for p in ps]) for ps in groups.values()]
+    total = torch.linalg.vector_norm(torch.stack([n.full_tensor() if hasattr(n, 'full_tensor') else n for n in norms]))
+    scale = min(1.0, max_norm / (float(total) + 1e-6))                   # as clip_grad_norm_ clips
+    if scale < 1:
+        for p in params: p.grad.mul_(scale)
+    return total
+
 # %% ../../nbs/31_train.ipynb #6d452e63
 def nonfinite_term(out: dict) -> str:  # a step's loss terms (tensors), or {'grad_norm': ...}
     "The first loss term of `out` that is NaN or inf ('' if none), the terms before their sum."
@@ -372,7 +385,7 @@ def train_step(tr: Trainer,       # its model, EMA, optimizer and step advance
     if not bad:
         loss_guard(tr, float(out['loss'].detach()), stage)
         out['loss'].backward()
-        norm = torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], c.train.grad_clip)
+        norm = clip_gradients([p for p in m.parameters() if p.grad is not None], c.train.grad_clip)
         out['grad_norm'] = norm.full_tensor() if hasattr(norm, 'full_tensor') else norm   # a DTensor under FSDP2
         bad = nonfinite_term({'grad_norm': out['grad_norm']})
     if bad:
