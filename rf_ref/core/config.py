@@ -99,6 +99,8 @@ class MoTConfig:
     experts_per_token: int = 1        # Qwen3-30B-A3B: 8 of 128
     norm_topk_prob: bool = True       # renormalize router probabilities over the chosen experts (Qwen3-MoE)
     router_aux_coef: float = 0.001    # load-balancing loss weight (Qwen3-MoE's default)
+    stack_pools: bool = False         # the three pools' mixtures as one grouped GEMM over all their experts (22_moe: a copy of
+                                      # a layer's experts each forward; slower on CPU)
     rope_theta: float = 10_000.0      # Qwen3: 1,000,000 for 32k contexts; short toy sequences need less
     norm_eps: float = 1e-6
     qk_norm: bool = True

@@ -13,7 +13,8 @@ from ..core.config import MoTConfig
 
 # %% auto #0
 __all__ = ['GROUPED_DTYPES', 'IMPLS', 'SwiGLU', 'grouped_mm_unsupported', 'route', 'swiglu_loop', 'swiglu_grouped',
-           'compute_operands', 'choose_expert_path', 'run_experts', 'MoE', 'load_balancing_loss', 'feed_forward_pool']
+           'compute_operands', 'choose_expert_path', 'run_experts', 'MoE', 'load_balancing_loss', 'feed_forward_pool',
+           'stackable', 'stacked_pools']
 
 # %% ../../nbs/22_moe.ipynb #dc6188c3
 class SwiGLU(nn.Module):
@@ -32,21 +33,22 @@ class SwiGLU(nn.Module):
 GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _grouped_mm_runs: dict = {}  # (device type, dtype) -> bool, tried once each
 
+@torch.compiler.disable   # run eagerly, once per (device type, dtype): a compiled block only reads the answer
+def _try_grouped_mm(device_type: str, dtype: torch.dtype) -> bool:
+    if not hasattr(torch, '_grouped_mm'): return False
+    try:  # groups of 0, 1 and 2 rows; every product is 8
+        with torch.enable_grad():
+            a = torch.ones(3, 8, device=device_type, dtype=dtype, requires_grad=True)
+            b = torch.ones(3, 8, 8, device=device_type, dtype=dtype, requires_grad=True)
+            y = torch._grouped_mm(a, b, offs=torch.tensor([0, 1, 3], device=device_type, dtype=torch.int32))
+            ga, gb = torch.autograd.grad(y, (a, b), torch.ones_like(y))
+        return bool((y == 8).all() and (ga == 8).all() and (gb[0] == 0).all() and (gb[2] == 2).all())
+    except (RuntimeError, NotImplementedError): return False
+
 def _grouped_mm_works(device_type: str, dtype: torch.dtype) -> bool:
     "Whether this torch runs `torch._grouped_mm` forward and backward on `device_type` in `dtype`."
     key = (device_type, dtype)
-    if key not in _grouped_mm_runs:
-        works = hasattr(torch, '_grouped_mm')
-        if works:
-            try:  # groups of 0, 1 and 2 rows; every product is 8
-                with torch.enable_grad():
-                    a = torch.ones(3, 8, device=device_type, dtype=dtype, requires_grad=True)
-                    b = torch.ones(3, 8, 8, device=device_type, dtype=dtype, requires_grad=True)
-                    y = torch._grouped_mm(a, b, offs=torch.tensor([0, 1, 3], device=device_type, dtype=torch.int32))
-                    ga, gb = torch.autograd.grad(y, (a, b), torch.ones_like(y))
-                works = bool((y == 8).all() and (ga == 8).all() and (gb[0] == 0).all() and (gb[2] == 2).all())
-            except (RuntimeError, NotImplementedError): works = False
-        _grouped_mm_runs[key] = works
+    if key not in _grouped_mm_runs: _grouped_mm_runs[key] = _try_grouped_mm(device_type, dtype)
     return _grouped_mm_runs[key]
 
 # %% ../../nbs/22_moe.ipynb #29f4654f
@@ -62,8 +64,8 @@ def grouped_mm_unsupported(x: torch.Tensor,        # (s, d) the tokens
     step, (d, f) = 16 // x.element_size(), (x.shape[-1], down.shape[-1])
     if d % step or f % step:
         return f'width d={d} and hidden f={f} must be multiples of {step} in {dtype} (16-byte strides)'
-    if not all(w.is_contiguous() and w.data_ptr() % 16 == 0 for w in (gate_up, down)):
-        return 'the stacked expert weights are not contiguous, 16-byte-aligned tensors'
+    if not torch.compiler.is_compiling() and not all(w.is_contiguous() and w.data_ptr() % 16 == 0 for w in (gate_up, down)):
+        return 'the stacked expert weights are not contiguous, 16-byte-aligned tensors'   # (eager only: traced tensors have no address)
     if device.type == 'cuda' and torch.cuda.get_device_capability(device)[0] >= 10:
         return 'compute capability >= 10: wrong weight gradients for experts without tokens reported (pytorch/pytorch#172439)'
     if not _grouped_mm_works(device.type, dtype):
@@ -72,14 +74,16 @@ def grouped_mm_unsupported(x: torch.Tensor,        # (s, d) the tokens
 
 # %% ../../nbs/22_moe.ipynb #147ff17b
 def route(logits: torch.Tensor,  # (s, e) router logits
-          top_k: int, norm_topk_prob: bool, n_experts: int) -> tuple:
+          top_k: int, norm_topk_prob: bool,
+          n_experts: int,        # rows of `counts`: e, or every stacked expert
+          ids=None) -> tuple:    # (s, k) chosen experts -> (s, k) their rows in a stack of several pools' experts
     "(weight (s, k), expert (s k,), order, token, counts (e,)): the top-k assignments sorted by expert, and each one's token."
     weight, expert = logits.float().softmax(dim=-1).topk(top_k, dim=-1)  # (s, k)
     if norm_topk_prob: weight = weight / weight.sum(-1, keepdim=True)
-    expert = expert.flatten()                               # (s k,)
+    expert = (expert if ids is None else ids(expert)).flatten()           # (s k,)
     order = expert.argsort(stable=True)                     # assignments grouped by expert
     token = order // top_k                                  # (s k,) the token of each sorted assignment
-    counts = torch.bincount(expert, minlength=n_experts)       # (e,) s_i
+    counts = expert.new_zeros(n_experts).index_add_(0, expert, torch.ones_like(expert))  # (e,) s_i
     return weight, expert, order, token, counts
 
 # %% ../../nbs/22_moe.ipynb #6f2e86ae
@@ -175,9 +179,9 @@ def load_balancing_loss(router_logits: torch.Tensor,  # (s, e) router logits (la
     picks = torch.cat([(chosen * w[:, None]).sum(0), w.sum()[None]])    # (e + 1,) picks per expert, then rows
     ranks = dist.get_world_size() if world and dist.is_initialized() else 1
     if ranks > 1: dist.all_reduce(picks)                                # counts: no gradient flows through them
-    if picks[-1] == 0: return probs.sum() * 0                           # no row anywhere: nothing to balance
-    f = picks[:-1] / picks[-1]
-    P = (probs * w[:, None]).sum(0) / picks[-1]                         # this rank's part of the global mean
+    rows = picks[-1].clamp_min(1)                                       # no row anywhere: f = P = 0, nothing to balance
+    f = picks[:-1] / rows
+    P = (probs * w[:, None]).sum(0) / rows                              # this rank's part of the global mean
     return n_experts * ranks * (f * P).sum()                            # x ranks: `global_mean` averages the ranks' terms
 
 # %% ../../nbs/22_moe.ipynb #5b72ff11
@@ -185,3 +189,30 @@ def feed_forward_pool(cfg: MoTConfig) -> nn.Module:
     "A dense SwiGLU when `cfg.n_experts == 1`, else a top-k mixture of experts."
     if cfg.n_experts == 1: return SwiGLU(cfg.width, cfg.ffn_hidden)
     return MoE(cfg.width, cfg.ffn_hidden, cfg.n_experts, cfg.experts_per_token, cfg.norm_topk_prob)
+
+# %% ../../nbs/22_moe.ipynb #0276e23e
+def stackable(moes: list,      # the feed-forwards of a block's pools
+              x: torch.Tensor  # (s, d) their tokens
+             ) -> bool:
+    "Whether `stacked_pools` runs these pools: mixtures alike, none expert-parallel, on the grouped GEMM."
+    if not all(isinstance(m, MoE) for m in moes): return False
+    m = moes[0]
+    alike = all((q.n_experts, q.top_k, q.norm_topk_prob, q.impl, q.gate_up.shape) ==
+                (m.n_experts, m.top_k, m.norm_topk_prob, m.impl, m.gate_up.shape) for q in moes)
+    return alike and all(q.dispatch is None for q in moes) and m.impl != 'loop' and m.expert_path(x) == 'grouped'
+
+def stacked_pools(moes: list,          # P `MoE`s alike (`stackable`)
+                  x: torch.Tensor,     # (s, d) every pool's tokens, pool after pool
+                  pool: torch.Tensor,  # (s,) the pool of each token
+                  counts: list         # tokens per pool
+                 ) -> tuple:           # (out (s, d), router logits (s, e), each token's over its own pool's experts)
+    "Each pool's mixture of experts on its own tokens, all pools' experts in one grouped GEMM per matmul."
+    m, e = moes[0], moes[0].n_experts
+    logits = torch.cat([q.router(c) for q, c in zip(moes, x.split(counts))])    # (s, e)
+    weight, expert, order, token, rows_per = route(logits, m.top_k, m.norm_topk_prob, len(moes) * e,
+                                                   ids=lambda ex: pool[:, None] * e + ex)   # row(p, i) = p e + i
+    rows, gate_up, down = compute_operands(x[token], torch.cat([q.gate_up for q in moes]), torch.cat([q.down for q in moes]))
+    with torch.autocast(x.device.type, enabled=False):
+        y = run_experts(m.impl, rows, rows_per, gate_up, down)                 # (s k, d)
+    y = y.to(x.dtype) * weight.flatten()[order, None].to(x.dtype)
+    return x.new_zeros(x.shape).index_add_(0, token, y), logits

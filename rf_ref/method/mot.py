@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from ..core.config import Modality, POOL_OF_MODALITY, POOLS, MoTConfig
-from .moe import load_balancing_loss, feed_forward_pool
+from .moe import load_balancing_loss, feed_forward_pool, stackable, stacked_pools
 from ..core.kernels import BlockMask, attend, create_block_mask, rms_norm
 
 # %% auto #0
@@ -184,15 +184,16 @@ class Routing:
     inverse: torch.Tensor | None  # (b n,) where each token sits in `order`
     counts: list                  # tokens per pool
     keep: torch.Tensor            # (b n,) grouped like `order`: False for padding (left out of L_aux)
+    pool: torch.Tensor            # (b n,) grouped like `order`: each token's pool
 
 def route_tokens(modality: torch.Tensor) -> Routing:  # (b, n) `Modality` values
     "Group the tokens of a batch by the pool their modality selects."
     pool = modality.new_tensor(POOL_OF_MODALITY)[modality.flatten()]  # (b n,)
     keep = modality.flatten() != Modality.PAD
     counts = torch.bincount(pool, minlength=len(POOLS)).tolist()
-    if max(counts) == pool.numel(): return Routing(None, None, counts, keep)
+    if max(counts) == pool.numel(): return Routing(None, None, counts, keep, pool)
     order = pool.argsort(stable=True)
-    return Routing(order, order.argsort(), counts, keep[order])
+    return Routing(order, order.argsort(), counts, keep[order], pool[order])
 
 # %% ../../nbs/23_mot.ipynb #0f68a459
 class MoTBlock(nn.Module):
@@ -205,6 +206,7 @@ class MoTBlock(nn.Module):
         self.pools = nn.ModuleList(feed_forward_pool(cfg) for _ in POOLS)
         self.every_pool = False   # `parallelize` sets it: a pool without tokens still runs, for zero gradients: FSDP2's
                                   # reduce-scatter takes the gradients a rank has, so every rank must have the same ones
+        self.stack_pools = cfg.stack_pools   # mixtures: every pool's experts in one grouped GEMM (`stacked_pools`)
 
     def feed_forward(self, x, routing: Routing):
         "Each pool's FFN on its own tokens only; returns (b, n, d) and each pool's router logits (or None)."
@@ -212,6 +214,11 @@ class MoTBlock(nn.Module):
         flat = x.reshape(b * n, d)
         grouped = flat if routing.order is None else flat[routing.order]  # (b n, d) pool by pool
         grouped = rms_norm(grouped, None, self.norms[0].eps)               # each pool applies its gain below
+        if self.stack_pools and stackable(list(self.pools), grouped):      # the pools' experts in one grouped GEMM
+            gains = torch.stack([norm.weight for norm in self.norms])[routing.pool]   # (b n, d) each token's pool's gain
+            y, l = stacked_pools(list(self.pools), grouped * gains, routing.pool, routing.counts)
+            if routing.order is not None: y = y[routing.inverse]
+            return y.view(b, n, d), list(l.split(routing.counts))
         outs, logits = [], []
         for norm, pool, chunk in zip(self.norms, self.pools, grouped.split(routing.counts)):  # chunk (s, d)
             y = pool(chunk * norm.weight) if len(chunk) or self.every_pool else None   # sharded: zero gradients, not none

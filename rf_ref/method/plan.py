@@ -103,7 +103,9 @@ def measure_activations(cfg: Config,     # a small config: its backbone and enco
     images = torch.randn(1, cfg.data.channels, side, side)
     encoder, _ = saved_tensor_bytes(lambda: enc(images), enc.parameters())
     patches = 16 * 16 + enc.n_prefix
-    return {'backbone': full / (4 * tokens * cfg.mot.depth * backbone_floats(cfg)),
+    mot = cfg.mot   # stacked pools: each layer also keeps its concatenated experts (3 e experts of 3 d f)
+    stack = len(POOLS) * mot.n_experts * 3 * mot.width * mot.ffn_hidden * (mot.n_experts > 1 and mot.stack_pools)
+    return {'backbone': full / (4 * mot.depth * (tokens * backbone_floats(cfg) + stack)),
             'backbone, checkpointed': kept / (4 * tokens * cfg.mot.depth * cfg.mot.width),
             'encoder': encoder / (4 * patches * cfg.encoder.depth * encoder_floats(cfg))}
 
@@ -230,7 +232,9 @@ def _memory(cfg: Config, counts: dict, w: Workload, shard: int, replicas: int, e
     layer = max((counts['LLM attention'][0] + sum(counts[f'{p} pool'][0] for p in POOLS)) / m.depth - experts,
                 counts['encoder'][0] / e.depth)
     logits = 4 * row['rep'] * cfg.vq.codebook_size * (cfg.model.rep_target == 'discrete')   # R head; L_LM is chunked
-    full = 2 * (backbone_floats(cfg) * m.depth * w.tokens + encoder_floats(cfg) * e.depth * row['trained_patches'])
+    stack = 2 * expert_params(cfg) / m.depth * (ep == 1 and m.stack_pools)   # a layer's experts, stacked for one grouped GEMM
+    full = 2 * (backbone_floats(cfg) * m.depth * w.tokens + encoder_floats(cfg) * e.depth * row['trained_patches']) \
+           + stack * (m.depth - 1)                                     # without checkpointing every layer keeps its stack
     kept = 2 * (m.width * m.depth * w.tokens + e.width * e.depth * row['trained_patches'])        # block inputs
     redo = 2 * max(backbone_floats(cfg) * w.tokens, encoder_floats(cfg) * row['trained_patches'])  # one block, recomputed
     groups = 1 + (replicas > 1) + 2 * (ep > 1)                         # shard; replicate; EP and expert shard groups
@@ -239,6 +243,7 @@ def _memory(cfg: Config, counts: dict, w: Workload, shard: int, replicas: int, e
             'EMA of the weights (fp32, sharded)': 4 * trainable / shard * (cfg.train.ema_decay > 0),
             'VQ codebook (replicated)': 4 * cfg.vq.codebook_size * e.width,
             'gathered layer (bf16 x2 + fp32 grads)': 8 * layer,
+            "stacked pools' experts (bf16, a layer)": stack,
             'LM loss chunk (fp32 logits + grad)': 2 * 4 * min(cfg.model.lm_chunk, row['lm']) * m.vocab_size,
             'EP all-to-all buffers (bf16, a layer)': 2 * 2 * w.tokens * m.experts_per_token * m.width * (ep > 1),
             'NCCL buffers (allowance)': NCCL_GROUP_BYTES * groups,
