@@ -1,14 +1,10 @@
 #!/bin/bash
-# The checks that need a GPU, in one run of a few minutes on one H100 or H200: the notebooks' `#| cuda` cells
-# (bf16 MoE experts, FlexAttention forward and backward in a packed step), grouped-GEMM MoE speed and MFU.
+# The checks that need a GPU, in one run of at most 10 minutes on one H100 or H200 (`benchmarks/gpu_check.py`):
+# the notebooks' `#| cuda` cells, bf16 MoE (grouped GEMM, stacked pools), MFU at mid size, paper-tiny under torchrun.
+# Writes gpu_check.json (one file, every check's measurements); record them in BENCHMARKS.md.
 #     bash benchmarks/gpu_check.sh            # from the repository root, after `make install`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-for nb in $(grep -l '#| cuda' nbs/*.ipynb); do
-  echo "== $nb (#| cuda cells)"
-  "$BIN/nbdev_test" --flags cuda --path "$nb" --do_print
-done
-echo "== benchmarks/moe_grouped.py"; "$BIN/python" benchmarks/moe_grouped.py --device cuda
-echo "== benchmarks/mfu.py";         "$BIN/python" benchmarks/mfu.py --device cuda
+"$BIN/python" benchmarks/gpu_check.py "$@"
