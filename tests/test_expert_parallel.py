@@ -2,7 +2,8 @@
 
 - one forward and backward of a MoT backbone with MoE pools (top-2 of 4 experts), on 2 ranks with EP 2 and on 4 ranks
   with EP 2 and FSDP2 over the other 2, give the loss, L_aux and every parameter's gradient of the run without EP within
-  1e-5; one rank has no token for one pool, so it takes part in that pool's exchange with zero rows;
+  1e-5; one rank has no token for one pool, so it takes part in that pool's exchange with zero rows; the same
+  backbone with its pools' experts stacked (`stack_pools`, FSDP2 alone) gives the same loss and gradients;
 - `rf-ref train --ep 2` under torchrun, 5 steps, on 2 and on 4 ranks: the losses and gradient norms of the same run
   without EP within 1e-5, and its exported weights within 1e-5 (absolute; AdamW's normalized steps carry the rounding);
   stopped at step 2 and resumed, the EP run repeats itself bit for bit.
@@ -18,7 +19,7 @@ TINY = ['mot.depth=1', 'encoder.depth=1', 'encoder.pretrained=', 'train.batch_si
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
 
 
-def _backbone(rank: int, world: int, ep: int, results):
+def _backbone(rank: int, world: int, ep: int, results, stack: bool = False):
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from rf_ref.core.presets import get_config
     from rf_ref.method.mot import MoTTransformer
@@ -27,6 +28,7 @@ def _backbone(rank: int, world: int, ep: int, results):
     cfg = get_config('shapes-tiny', ['mot.n_experts=4', 'mot.experts_per_token=2', 'mot.depth=2'])
     torch.manual_seed(0)
     model = MoTTransformer(cfg.mot)
+    for block in model.blocks: block.stack_pools = stack          # the pools' experts in one grouped GEMM (no EP)
     with torch.no_grad():                                          # decisive routers: no near-tie that rounding could flip
         for block in model.blocks:
             for pool in block.pools: pool.router.weight.mul_(30)
@@ -45,7 +47,7 @@ def _backbone(rank: int, world: int, ep: int, results):
     means = global_mean({'out': (out * target).mean(), 'aux': aux}, {'out': out.numel(), 'aux': 1})   # squared would not)
     (means['out'] + means['aux']).backward()
     grads = {n: p.grad.full_tensor() for n, p in model.named_parameters()}
-    if rank == 0: results[ep] = {'loss': float(means['out']), 'aux': float(means['aux']), 'grads': grads}
+    if rank == 0: results['stacked' if stack else ep] = {'loss': float(means['out']), 'aux': float(means['aux']), 'grads': grads}
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,6 +58,7 @@ def test_expert_parallel_backbone_equals_fsdp_alone():
     for world in (2, 4):
         results = mp.Manager().dict()
         for ep in (1, 2): spawn(_backbone, ep, results, world=world)
+        spawn(_backbone, 1, results, True, world=world)
         plain, ep2 = results[1], results[2]
         assert abs(plain['loss'] - ep2['loss']) <= 1e-5 and abs(plain['aux'] - ep2['aux']) <= 1e-5, (world, plain, ep2)
         assert plain['aux'] > 0, plain
@@ -63,6 +66,9 @@ def test_expert_parallel_backbone_equals_fsdp_alone():
         worst = {n: _close(ep2['grads'][n], g) for n, g in plain['grads'].items()}
         assert max(worst.values()) <= 1e-5, (world, sorted(worst.items(), key=lambda kv: -kv[1])[:4])
         assert float(plain['grads']['blocks.0.pools.1.gate_up'].abs().sum()) > 0   # the R pool's experts learn
+        stacked = results['stacked']                  # FSDP2 over the stacked pools: the same as pool by pool
+        assert abs(stacked['loss'] - plain['loss']) <= 1e-6 and abs(stacked['aux'] - plain['aux']) <= 1e-6, (world, stacked, plain)
+        assert max(_close(stacked['grads'][n], g) for n, g in plain['grads'].items()) <= 1e-5, world
 
 
 def _train(out, ranks: int, *extra):
