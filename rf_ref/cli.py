@@ -5,6 +5,7 @@
 # %% ../nbs/90_cli.ipynb #3a95d6ed
 from __future__ import annotations
 import argparse, dataclasses, json, math, os, sys
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before torch loads OpenMP (see "Threads" below); the user's setting wins
 from pathlib import Path
 from .core.config import config_to_dict
 from .core.presets import get_config

@@ -10,7 +10,7 @@ from ..core.presets import get_config
 from ..data.shapes import CATEGORIES, sample_prompt
 from ..core.checkpoint import default_device
 from ..core.runs import clear_run
-from ..method.train import Trainer, fit, total_steps
+from ..method.train import Trainer, compile_if_it_pays, fit, total_steps
 from ..core.runs import plot_history
 from ..method.sample import RFGenerator, show_samples, load_generator
 
@@ -100,6 +100,7 @@ def run_demo(out: str = 'outputs/demo',            # PNGs, metrics.json, report.
     from rf_ref.evaluation.report import machine_info, write_report
     dev, t0 = default_device(device), time.perf_counter()
     cfg = get_config(preset, list(overrides))
+    cfg = compile_if_it_pays(cfg, dev, steps if steps is not None else total_steps(cfg), overrides)   # CPU: 1,334 steps 17% faster
     os.makedirs(out, exist_ok=True)
     tr = _train(cfg, out, dev, steps, progress, max_minutes)
     t1 = time.perf_counter()

@@ -20,11 +20,11 @@ from .pretrain import load_stage0
 from .plan import plan, count_params
 
 # %% auto #0
-__all__ = ['GROUPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at', 'ema_decay_at',
-           'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
-           'compile_blocks', 'compile_backbone', 'compute_dtype', 'TrainerHooks', 'rank_batch', 'open_shard_loader',
-           'shard_items', 'shard_steps', 'step_batches', 'Trainer', 'Divergence', 'loss_guard', 'clip_gradients',
-           'nonfinite_term', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
+__all__ = ['GROUPS', 'COMPILE_PAYS_STEPS', 'group_of', 'make_optimizer', 'stage_at', 'stage_image_size', 'total_steps', 'lr_at',
+           'ema_decay_at', 'apply_stage', 'SizedSteps', 'StagedImages', 'memory_plan', 'device_memory', 'check_memory',
+           'compile_blocks', 'compile_backbone', 'compile_if_it_pays', 'compute_dtype', 'TrainerHooks', 'rank_batch',
+           'open_shard_loader', 'shard_items', 'shard_steps', 'step_batches', 'Trainer', 'Divergence', 'loss_guard',
+           'clip_gradients', 'nonfinite_term', 'train_step', 'save', 'resume', 'fit', 'stages_like_paper']
 
 # %% ../../nbs/31_train.ipynb #5fc04318
 GROUPS = ('connector', 'encoder', 'backbone', 'generation')
@@ -183,6 +183,17 @@ def compile_backbone(model: RFModel,  # compiled in place
     "Compile every block of the model's backbone."
     compile_blocks(model.backbone.blocks)
     return model
+
+# %% ../../nbs/31_train.ipynb #b6b475c9
+COMPILE_PAYS_STEPS = 500   # CPU steps after which the compiled blocks have paid for their warm-up twice over (above)
+
+def compile_if_it_pays(cfg: Config, device: torch.device,  # the run's config and device
+                       steps: int,                          # steps the run will train
+                       overrides=()) -> Config:             # the user's overrides: a `train.compile=` among them wins
+    "`cfg` with `train.compile=true` for a CPU run of at least COMPILE_PAYS_STEPS steps the user left to the default."
+    if any(str(o).startswith('train.compile=') for o in overrides) or device.type != 'cpu' or steps < COMPILE_PAYS_STEPS:
+        return cfg
+    return replace(cfg, train=replace(cfg.train, compile=True))
 
 # %% ../../nbs/31_train.ipynb #b3c0d001
 def compute_dtype(cfg: Config,            # train.precision: auto | fp32 | bf16
