@@ -199,7 +199,8 @@ def stackable(moes: list,      # the feed-forwards of a block's pools
     m = moes[0]
     alike = all((q.n_experts, q.top_k, q.norm_topk_prob, q.impl, q.gate_up.shape) ==
                 (m.n_experts, m.top_k, m.norm_topk_prob, m.impl, m.gate_up.shape) for q in moes)
-    return alike and all(q.dispatch is None for q in moes) and m.impl != 'loop' and m.expert_path(x) == 'grouped'
+    if not alike or any(q.dispatch is not None for q in moes) or m.impl == 'loop': return False
+    return choose_expert_path(m.impl, *compute_operands(x[:0], m.gate_up[:1], m.down[:1])) == 'grouped'   # one expert: no big cast
 
 def stacked_pools(moes: list,          # P `MoE`s alike (`stackable`)
                   x: torch.Tensor,     # (s, d) every pool's tokens, pool after pool
