@@ -41,6 +41,23 @@ def run_torch(stack, h, mask):
     return stack[-1](h)
 
 
+def profile_steps(mot_step, torch_step, steps: int, rows: int = 14):
+    "Self CPU time per step of each kernel (aten op) in the two models' steps, largest MoT excess first."
+    from torch.profiler import ProfilerActivity, profile
+    per_op = {}
+    for name, step in (('mot', mot_step), ('torch', torch_step)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps): step()
+        for e in prof.key_averages():
+            if e.key.startswith('aten::'): per_op.setdefault(e.key, {})[name] = (e.self_cpu_time_total / 1e3 / steps, e.count / steps)
+    zero = (0.0, 0.0)
+    diff = sorted(per_op.items(), key=lambda kv: -(kv[1].get('mot', zero)[0] - kv[1].get('torch', zero)[0]))
+    print(f"{'kernel':<44}{'MoT ms':>9}{'calls':>7}{'torch ms':>10}{'calls':>7}{'MoT - torch':>13}")
+    for op, v in diff[:rows]:
+        (m, mc), (t, tc) = v.get('mot', zero), v.get('torch', zero)
+        print(f'{op:<44}{m:>9.1f}{mc:>7.0f}{t:>10.1f}{tc:>7.0f}{m - t:>13.1f}')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--width', type=int, default=256)
@@ -52,6 +69,7 @@ def main():
     p.add_argument('--threads', type=int, default=0, help="torch threads; 0 keeps torch's default")
     p.add_argument('--unfused-adamw', action='store_true', help="AdamW's for-loop implementation for both models")
     p.add_argument('--compile', action='store_true', help='torch.compile every MoT block and every encoder layer (as train.compile)')
+    p.add_argument('--profile', action='store_true', help="after timing, each model's step by kernel: where the MoT's extra time goes")
     a = p.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -111,6 +129,7 @@ def main():
     print(f'parameters: MoT {count(mot) / 1e6:.2f}M (3 dense pools, {count(mot.blocks[0].pools[0]) / 1e3:.0f}k each per layer), '
           f'torch {count(stack) / 1e6:.2f}M')
     print(f'training step (median of {a.steps}): MoT {mot_ms:.1f} ms, TransformerEncoderLayer {torch_ms:.1f} ms')
+    if a.profile: profile_steps(mot_step, torch_step, a.steps)
     print(f'ratio MoT / torch = {mot_ms / torch_ms:.2f}  (targets: <= 1.3 eager, issue 4; <= 1.05 eager and compiled, issue 24)')
 
 
