@@ -11,12 +11,12 @@ import torch
 from tqdm.auto import tqdm
 from ..core.config import Config
 from ..core.presets import get_config
-from ..core.checkpoint import step_folders, write_text_atomic
+from ..core.checkpoint import default_device, step_folders, write_text_atomic
 from ..core.runs import clear_run
 
 # %% auto #0
 __all__ = ['ROWS', 'BUDGETS', 'Row', 'row_config', 'evaluate_cell', 'run_cell', 'summarize', 'format_ablation',
-           'format_understanding', 'plot_ablation', 'estimate_seconds', 'ablate']
+           'format_understanding', 'plot_ablation', 'estimate_seconds', 'longest_first', 'ablate']
 
 # %% ../../nbs/51_ablate.ipynb #3e277c48
 @dataclass(frozen=True)
@@ -89,12 +89,13 @@ def run_cell(out: str,                    # the ablation folder; the cell lives 
              progress: bool = True,       # show progress bars
             ) -> dict:                    # the cell's result, as result.json holds it
     "Train (or resume) and evaluate one cell; return its result, also written to `<out>/<row>/seed-<seed>/result.json`."
-    from rf_ref.method.train import Trainer, resume, fit
+    from rf_ref.method.train import Trainer, resume, fit, compile_if_it_pays
     folder = os.path.join(out, row, f'seed-{seed}'); done = os.path.join(folder, 'result.json')
     if os.path.exists(done): return json.load(open(done))
     ckpts = step_folders(os.path.join(folder, 'ckpt'))
     if not ckpts: clear_run(folder)   # a cell killed before its first checkpoint left only its log
-    tr = resume(folder, device) if ckpts else Trainer(row_config(row, seed, steps, preset, extra), folder, device)
+    cfg = compile_if_it_pays(row_config(row, seed, steps, preset, extra), default_device(device), steps, extra)
+    tr = resume(folder, device) if ckpts else Trainer(cfg, folder, device)
     t0 = time.perf_counter()
     fit(tr, progress=progress)
     train_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
@@ -225,6 +226,14 @@ def _write_table(out: str, b: dict, preset: str, extra, rows, cells: list) -> di
     fig.savefig(os.path.join(out, 'ablation.png'), dpi=120)
     return table
 
+# %% ../../nbs/51_ablate.ipynb #9201775d
+def longest_first(cells: list,                 # (row, seed) pairs
+                  preset: str = 'shapes-tiny',  # the preset every row starts from
+                  extra=(),                     # overrides for every row
+                 ) -> list:                     # the same pairs, rows with R tokens first, otherwise in order
+    "`cells` reordered so that the rows with R tokens, the longest to train, start first."
+    return sorted(cells, key=lambda c: not row_config(c[0], c[1], 1, preset, extra).model.rf)
+
 # %% ../../nbs/51_ablate.ipynb #cdd9b2f3
 def ablate(out: str,                      # cells, ablation.json, ablation.md and ablation.png go here
            rows=tuple(ROWS),              # keys of ROWS
@@ -245,7 +254,7 @@ def ablate(out: str,                      # cells, ablation.json, ablation.md an
     for r in rows: row_config(r, 0, 1, preset, extra)                         # every row's config is valid before any work
     b = {**BUDGETS[budget], **{k: v for k, v in dict(steps=steps, prompts=prompts, images=images, scenes=scenes).items() if v is not None}}
     cells = [(r, s) for r in rows for s in range(seeds)]
-    pending = [(r, s) for r, s in cells if not os.path.exists(os.path.join(out, r, f'seed-{s}', 'result.json'))]
+    pending = longest_first([(r, s) for r, s in cells if not os.path.exists(os.path.join(out, r, f'seed-{s}', 'result.json'))], preset, extra)
     os.makedirs(out, exist_ok=True)
     if pending:
         threads = torch.get_num_threads(); torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # as a job will run

@@ -54,7 +54,9 @@ def make_optimizer(model: RFModel,  # its trainable parameters; the EMA target e
     groups = [{'params': ps, 'name': f'{g}{"" if decay else "/no_decay"}', 'group': g,
                'weight_decay': t.weight_decay if decay else 0.0, 'lr_mult': t.gen_lr_mult if g == 'generation' else 1.0}
               for (g, decay), ps in sorted(buckets.items())]
-    return torch.optim.AdamW(groups, lr=t.stages[0].lr, betas=tuple(t.betas), eps=t.eps, fused=None)
+    params = [p for g in groups for p in g['params']]
+    fused = all(type(p) is torch.nn.Parameter and p.device.type == 'cpu' for p in params) or None   # see above
+    return torch.optim.AdamW(groups, lr=t.stages[0].lr, betas=tuple(t.betas), eps=t.eps, fused=fused)
 
 # %% ../../nbs/31_train.ipynb #fe95d40f
 def stage_at(cfg: Config,  # train.stages
