@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22_moe.ipynb #5778916e
 from __future__ import annotations
-import math
+import functools, math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,8 +13,8 @@ from ..core.config import MoTConfig
 
 # %% auto #0
 __all__ = ['GROUPED_DTYPES', 'IMPLS', 'SwiGLU', 'grouped_mm_unsupported', 'route', 'swiglu_loop', 'swiglu_grouped',
-           'compute_operands', 'choose_expert_path', 'run_experts', 'MoE', 'load_balancing_loss', 'feed_forward_pool',
-           'stackable', 'stacked_pools']
+           'compute_operands', 'choose_expert_path', 'run_experts', 'mix_experts', 'MoE', 'load_balancing_loss',
+           'feed_forward_pool', 'stackable', 'stacked_pools']
 
 # %% ../../nbs/22_moe.ipynb #dc6188c3
 class SwiGLU(nn.Module):
@@ -127,6 +127,19 @@ def run_experts(impl: str, rows, counts, gate_up, down):   # the MoE's impl; row
     "Every expert's SwiGLU on its rows, by the grouped GEMM or the loop (`choose_expert_path`): (s k, d)."
     return (swiglu_grouped if choose_expert_path(impl, rows, gate_up, down) == 'grouped' else swiglu_loop)(rows, counts, gate_up, down)
 
+# %% ../../nbs/22_moe.ipynb #9b323399
+def mix_experts(x: torch.Tensor,   # (s, d) the tokens
+                routed: tuple,     # (weight (s, k), order, token, counts) of `route`
+                gate_up: torch.Tensor, down: torch.Tensor,  # the experts' weights (e, 2f, d), (e, d, f)
+                run) -> torch.Tensor:  # run(rows, counts, gate_up, down) -> (s k, d): `run_experts` or an EP dispatch
+    "sum over each token's k experts of router weight x expert output: (s, d)."
+    weight, order, token, counts = routed
+    rows, gate_up, down = compute_operands(x[token], gate_up, down)   # autocast's dtype, cast once
+    with torch.autocast(x.device.type, enabled=False):               # cast already: the grouped GEMM runs under autocast too
+        y = run(rows, counts, gate_up, down)                          # (s k, d)
+    y = y.to(x.dtype) * weight.flatten()[order, None].to(x.dtype)
+    return x.new_zeros(x.shape).index_add_(0, token, y)
+
 # %% ../../nbs/22_moe.ipynb #f16b6be1
 class MoE(nn.Module):
     "Top-k mixture of SwiGLU experts with a softmax router (Qwen3-MoE); returns (out, router_logits)."
@@ -158,12 +171,9 @@ class MoE(nn.Module):
         logits = self.router(x)                                # (s, e)
         if len(x) == 0 and self.dispatch is None:   # zero, and zero gradients for the experts: sharded ranks reduce the same tensors
             return torch.zeros_like(x) + 0 * (self.gate_up.sum() + self.down.sum()), logits   # (with EP every rank exchanges)
-        weight, expert, order, token, counts = route(logits, self.top_k, self.norm_topk_prob, self.n_experts)
-        rows, gate_up, down = compute_operands(x[token], self.gate_up, self.down)   # autocast's dtype, cast once
-        with torch.autocast(x.device.type, enabled=False):     # cast already: the grouped GEMM runs under autocast too
-            y = (self.dispatch or run_experts)(self.impl, rows, counts, gate_up, down)   # (s k, d)
-        y = y.to(x.dtype) * weight.flatten()[order, None].to(x.dtype)
-        return x.new_zeros(x.shape).index_add_(0, token, y), logits
+        weight, _, order, token, counts = route(logits, self.top_k, self.norm_topk_prob, self.n_experts)
+        run = functools.partial(self.dispatch or run_experts, self.impl)
+        return mix_experts(x, (weight, order, token, counts), self.gate_up, self.down, run), logits
 
 
 # %% ../../nbs/22_moe.ipynb #bb3388aa
@@ -210,10 +220,7 @@ def stacked_pools(moes: list,          # P `MoE`s alike (`stackable`)
     "Each pool's mixture of experts on its own tokens, all pools' experts in one grouped GEMM per matmul."
     m, e = moes[0], moes[0].n_experts
     logits = torch.cat([q.router(c) for q, c in zip(moes, x.split(counts))])    # (s, e)
-    weight, expert, order, token, rows_per = route(logits, m.top_k, m.norm_topk_prob, len(moes) * e,
-                                                   ids=lambda ex: pool[:, None] * e + ex)   # row(p, i) = p e + i
-    rows, gate_up, down = compute_operands(x[token], torch.cat([q.gate_up for q in moes]), torch.cat([q.down for q in moes]))
-    with torch.autocast(x.device.type, enabled=False):
-        y = run_experts(m.impl, rows, rows_per, gate_up, down)                 # (s k, d)
-    y = y.to(x.dtype) * weight.flatten()[order, None].to(x.dtype)
-    return x.new_zeros(x.shape).index_add_(0, token, y), logits
+    weight, _, order, token, rows_per = route(logits, m.top_k, m.norm_topk_prob, len(moes) * e,
+                                              ids=lambda ex: pool[:, None] * e + ex)   # row(p, i) = p e + i
+    stack = torch.cat([q.gate_up for q in moes]), torch.cat([q.down for q in moes])     # (P e, 2f, d), (P e, d, f)
+    return mix_experts(x, (weight, order, token, rows_per), *stack, functools.partial(run_experts, m.impl)), logits
