@@ -43,6 +43,7 @@ def group_of(name: str,  # a parameter name of `RFModel`, as `named_parameters` 
 # %% ../../nbs/31_train.ipynb #f66a538a
 def make_optimizer(model: RFModel,  # its trainable parameters; the EMA target encoder and the autoencoder are left out
                    cfg: Config,     # train.betas, eps, weight_decay, gen_lr_mult, and the first stage's lr
+                   fused: bool | None = None,  # None: the fused kernel for plain parameters on a CPU (below); False: torch's default
                   ) -> torch.optim.AdamW:  # one parameter group per (group, decay or not), each with its 'lr_mult'
     "AdamW over (group x decay) parameter groups; each carries `lr_mult` for the schedule."
     t = cfg.train
@@ -54,9 +55,8 @@ def make_optimizer(model: RFModel,  # its trainable parameters; the EMA target e
     groups = [{'params': ps, 'name': f'{g}{"" if decay else "/no_decay"}', 'group': g,
                'weight_decay': t.weight_decay if decay else 0.0, 'lr_mult': t.gen_lr_mult if g == 'generation' else 1.0}
               for (g, decay), ps in sorted(buckets.items())]
-    params = [p for g in groups for p in g['params']]
-    fused = all(type(p) is torch.nn.Parameter and p.device.type == 'cpu' for p in params) or None   # see above
-    return torch.optim.AdamW(groups, lr=t.stages[0].lr, betas=tuple(t.betas), eps=t.eps, fused=fused)
+    if fused is None: fused = all(type(p) is torch.nn.Parameter and p.device.type == 'cpu' for g in groups for p in g['params'])
+    return torch.optim.AdamW(groups, lr=t.stages[0].lr, betas=tuple(t.betas), eps=t.eps, fused=fused or None)
 
 # %% ../../nbs/31_train.ipynb #fe95d40f
 def stage_at(cfg: Config,  # train.stages
