@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 from ..core.config import Config
 from ..core.presets import get_config
-from ..core.checkpoint import default_device, step_folders, write_text_atomic
+from ..core.checkpoint import step_folders, write_text_atomic
 from ..core.runs import clear_run
 
 # %% auto #0
@@ -89,13 +89,12 @@ def run_cell(out: str,                    # the ablation folder; the cell lives 
              progress: bool = True,       # show progress bars
             ) -> dict:                    # the cell's result, as result.json holds it
     "Train (or resume) and evaluate one cell; return its result, also written to `<out>/<row>/seed-<seed>/result.json`."
-    from rf_ref.method.train import Trainer, resume, fit, compile_if_it_pays
+    from rf_ref.method.train import Trainer, resume, fit
     folder = os.path.join(out, row, f'seed-{seed}'); done = os.path.join(folder, 'result.json')
     if os.path.exists(done): return json.load(open(done))
     ckpts = step_folders(os.path.join(folder, 'ckpt'))
     if not ckpts: clear_run(folder)   # a cell killed before its first checkpoint left only its log
-    cfg = compile_if_it_pays(row_config(row, seed, steps, preset, extra), default_device(device), steps, extra)
-    tr = resume(folder, device) if ckpts else Trainer(cfg, folder, device)
+    tr = resume(folder, device) if ckpts else Trainer(row_config(row, seed, steps, preset, extra), folder, device)
     t0 = time.perf_counter()
     fit(tr, progress=progress)
     train_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
